@@ -1,0 +1,180 @@
+"""The flight folder: `flight.yaml` validated into dataclasses, paths resolved against the folder.
+
+```yaml
+name: synth-0
+streams:
+  rgb:
+    modality: rgb                 # rgb | thermal
+    video: rgb.mp4
+    fps: 30.0                     # constant rate, or:
+    timestamps: timestamps/rgb.csv  # per-frame times (frame, t), frame 1-based, seconds on the common clock
+    t0: 0.0                       # time of frame 1 when only fps is given
+    width: 640
+    height: 512
+    calibration:                  # pinhole + distortion, and the mount relative to the turret
+      fx: 800.0
+      fy: 800.0
+      cx: 320.0
+      cy: 256.0
+      dist: [0, 0, 0, 0, 0]       # OpenCV k1 k2 p1 p2 k3
+      mount_pan: 0.0              # degrees, added to the turret's pan
+      mount_tilt: 0.0
+      mount_roll: 0.0
+      mount_offset: [0, 0, 0]     # metres (east, north, up) from the turret's reference point
+    gt: gt/rgb.txt                # MOTChallenge ground truth, optional
+    annotated: [[1, 300]]         # optional annotated frame ranges (inclusive); default: all frames
+telemetry:
+  gps_rtk: telemetry/gps_rtk.csv  # t, target_id, lat, lon, alt, fix
+  camera: telemetry/camera.csv    # t, lat, lon, alt, pan, tilt, roll
+  clock_offset: 0.0               # seconds added to telemetry times to reach video time
+  max_gap: 1.0                    # seconds; longer gaps interpolate to "unknown"
+presence:                         # per target, per stream: when it is in the camera's view
+  - {stream: rgb, target_id: 1, start: 0.0, end: 12.5}
+meta: {}                          # free-form (the generator's seed, object kinds, ...)
+```
+
+Angles: pan is the azimuth clockwise from north, tilt the elevation above the horizon, roll about
+the optical axis, all in degrees. Camera frame: x right, y down, z forward (OpenCV).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.config import from_dict, load_yaml, require
+from pipeline.errors import InputError
+
+
+@dataclass
+class Calibration:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    dist: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0])
+    mount_pan: float = 0.0
+    mount_tilt: float = 0.0
+    mount_roll: float = 0.0
+    mount_offset: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+    def validate(self, prefix: str) -> None:
+        require(self.fx > 0 and self.fy > 0, prefix + "fx", "focal lengths must be positive")
+        require(len(self.dist) in (4, 5, 8), prefix + "dist", "needs 4, 5 or 8 coefficients")
+        require(len(self.mount_offset) == 3, prefix + "mount_offset", "needs 3 values (east, north, up)")
+
+
+@dataclass
+class StreamSpec:
+    modality: Literal["rgb", "thermal"]
+    video: str
+    fps: float | None = None
+    timestamps: str | None = None
+    t0: float = 0.0
+    width: int | None = None
+    height: int | None = None
+    calibration: Calibration | None = None
+    gt: str | None = None
+    annotated: list[tuple[int, int]] | None = None
+
+    def validate(self, prefix: str) -> None:
+        require(self.fps is not None or self.timestamps is not None, prefix + "fps",
+                "give fps or a timestamps file")
+        require(self.fps is None or self.fps > 0, prefix + "fps", "must be positive")
+        for i, (a, b) in enumerate(self.annotated or []):
+            require(1 <= a <= b, f"{prefix}annotated[{i}]", "ranges are [first, last] with 1 <= first <= last")
+
+    def is_annotated(self, frame: int) -> bool:
+        if self.annotated is None:
+            return True
+        return any(a <= frame <= b for a, b in self.annotated)
+
+
+@dataclass
+class TelemetrySpec:
+    gps_rtk: str | None = None
+    camera: str | None = None
+    clock_offset: float = 0.0
+    max_gap: float = 1.0
+
+    def validate(self, prefix: str) -> None:
+        require(self.max_gap > 0, prefix + "max_gap", "must be positive")
+
+
+@dataclass
+class PresenceWindow:
+    stream: str
+    target_id: int
+    start: float
+    end: float
+
+    def validate(self, prefix: str) -> None:
+        require(self.end >= self.start, prefix + "end", "must not be before start")
+
+
+@dataclass
+class FlightSpec:
+    streams: dict[str, StreamSpec]
+    name: str = ""
+    telemetry: TelemetrySpec = field(default_factory=TelemetrySpec)
+    presence: list[PresenceWindow] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, prefix: str) -> None:
+        require(len(self.streams) > 0, prefix + "streams", "a flight needs at least one stream")
+        for i, w in enumerate(self.presence):
+            require(w.stream in self.streams, f"{prefix}presence[{i}].stream", f"no stream named {w.stream!r}")
+
+
+@dataclass
+class Flight:
+    """A loaded flight folder: the validated spec plus its root, with paths resolved."""
+
+    root: Path
+    spec: FlightSpec
+
+    @property
+    def streams(self) -> dict[str, StreamSpec]:
+        return self.spec.streams
+
+    def path(self, rel: str | None) -> Path | None:
+        return None if rel is None else (self.root / rel)
+
+    def video_path(self, stream: str) -> Path:
+        return self.root / self.spec.streams[stream].video
+
+    def gt_path(self, stream: str) -> Path | None:
+        return self.path(self.spec.streams[stream].gt)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name or self.root.name
+
+
+def load_flight(folder: str | Path) -> Flight:
+    """Read and validate `folder/flight.yaml`; every named file must exist."""
+    root = Path(folder)
+    if not root.exists():
+        raise InputError("no such flight folder", root)
+    if root.is_file() and root.name.endswith((".yaml", ".yml")):
+        root = root.parent
+    manifest = root / "flight.yaml"
+    if not manifest.is_file():
+        raise InputError("not a flight folder (no flight.yaml)", root)
+    from pipeline.errors import ConfigError
+
+    try:
+        spec = from_dict(FlightSpec, load_yaml(manifest), "")
+    except ConfigError as e:
+        raise InputError(str(e), manifest) from None
+    flight = Flight(root, spec)
+    for name, s in spec.streams.items():
+        for key in ("video", "timestamps", "gt"):
+            rel = getattr(s, key)
+            if rel is not None and not (root / rel).is_file():
+                raise InputError(f"streams.{name}.{key}: file {rel} does not exist", manifest)
+    for key in ("gps_rtk", "camera"):
+        rel = getattr(spec.telemetry, key)
+        if rel is not None and not (root / rel).is_file():
+            raise InputError(f"telemetry.{key}: file {rel} does not exist", manifest)
+    return flight
