@@ -118,7 +118,10 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if callable(check):
-        check(prefix)
+        try:
+            check(prefix)
+        except ValueError as e:  # detectors/ and trackers/ cannot import ConfigError
+            raise ConfigError(str(e)) from None
     return obj
 
 
