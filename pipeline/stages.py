@@ -1,0 +1,97 @@
+"""Stages: small objects with `__call__(bundle) -> bundle` and `reset()`. They wrap the array-level
+models of `detectors/` and `trackers/` into the pipeline's currency, keep one model state per stream,
+and own no I/O or threads."""
+from __future__ import annotations
+
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from detectors.camera_motion import CameraMotionEstimator
+from pipeline.types import Detections, FrameBundle
+from trackers.tracker import Tracker
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+class PerStream:
+    """A dict of per-stream model instances made on first use by `factory(stream, modality)`."""
+
+    def __init__(self, factory: Callable[[str, str], object]):
+        self.factory = factory
+        self.models: dict[str, object] = {}
+
+    def get(self, stream: str, modality: str):
+        if stream not in self.models:
+            self.models[stream] = self.factory(stream, modality)
+        return self.models[stream]
+
+    def reset(self) -> None:
+        for m in self.models.values():
+            reset = getattr(m, "reset", None)
+            if reset is not None:
+                reset()
+
+
+class CameraMotionStage:
+    """Frame-to-frame homography (previous -> current) per stream, in `bundle.homographies`."""
+
+    name = "camera_motion"
+
+    def __init__(self, cfg) -> None:
+        self.models = PerStream(lambda s, m: CameraMotionEstimator(cfg))
+
+    def __call__(self, bundle: FrameBundle) -> FrameBundle:
+        for s in bundle.present():
+            est = self.models.get(s, bundle.modalities.get(s, "rgb"))
+            bundle.homographies[s] = est(to_gray(bundle.images[s]))
+        return bundle
+
+    def reset(self) -> None:
+        self.models.reset()
+
+
+class DetectorStage:
+    """Runs a detector per stream. `factory(stream, modality)` builds one detector per stream whose
+    `detect(image, homography)` returns arrays (xyxy, scores[, labels]) or a `Detections`."""
+
+    name = "detector"
+
+    def __init__(self, factory: Callable[[str, str], object], min_score: float = 0.0) -> None:
+        self.models = PerStream(factory)
+        self.min_score = min_score
+
+    def __call__(self, bundle: FrameBundle) -> FrameBundle:
+        for s in bundle.present():
+            det = self.models.get(s, bundle.modalities.get(s, "rgb"))
+            out = det.detect(bundle.images[s], bundle.homographies.get(s))
+            dets = out if isinstance(out, Detections) else Detections(*out)
+            if self.min_score > 0:
+                dets = dets[dets.scores >= self.min_score]
+            bundle.detections[s] = dets
+        return bundle
+
+    def reset(self) -> None:
+        self.models.reset()
+
+
+class TrackerStage:
+    """One tracker per stream; confirmed tracks in `bundle.tracks` with `track_ids` set."""
+
+    name = "tracker"
+
+    def __init__(self, cfg) -> None:
+        self.models = PerStream(lambda s, m: Tracker(cfg))
+
+    def __call__(self, bundle: FrameBundle) -> FrameBundle:
+        for s in bundle.present():
+            dets = bundle.detections.get(s, Detections.empty())
+            out = self.models.get(s, "").update(dets.xyxy, dets.scores, bundle.homographies.get(s))
+            bundle.tracks[s] = Detections(out.xyxy, out.scores, track_ids=out.track_ids)
+        return bundle
+
+    def reset(self) -> None:
+        self.models.reset()
