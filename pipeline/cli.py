@@ -129,7 +129,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     print(ev.format_table(result))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=2))
+        scores = {"streams": {k: {m: v for m, v in r.items() if m != "pr"} for k, r in result["streams"].items()}}
+        Path(a.json).write_text(json.dumps(scores, indent=2))
     if a.plots:
         ev.write_plots(result, a.plots)
     return 0
