@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from pipeline.errors import DronetrackError, InputError
+
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's own warnings are not our one-line errors
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:

@@ -101,7 +101,7 @@ def live(source: str, thermal: str | None = None, modality: str = "rgb", config:
     if seconds is not None:
         import threading
 
-        timer = threading.Timer(seconds, runner.stop)
+        timer = threading.Timer(seconds, lambda: (runner.stop(), src.stop()))
         timer.daemon = True
         timer.start()
     try:

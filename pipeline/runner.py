@@ -182,6 +182,9 @@ class Runner:
             self.stats.interrupted = True
         finally:
             self._stop.set()
+            stop_source = getattr(self.source, "stop", None)  # live sources: end a blocked read now
+            if stop_source is not None:
+                stop_source()
             q_out.put(_END)
             writer.join()
             reader.join(timeout=5.0)
