@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline.errors import DronetrackError, InputError
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's own warnings are not our one-line errors
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages too: we report the file ourselves
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -144,7 +145,14 @@ COMMANDS = {"synth": cmd_synth, "process": cmd_process, "live": cmd_live, "track
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse binds `overrides` together with the first positional (FLIGHT), so KEY=VALUE words
+    # placed after an option come back unparsed: they are overrides too.
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = list(args.overrides or []) + extra
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
     try:
         return COMMANDS[args.command](args)
     except DronetrackError as e:

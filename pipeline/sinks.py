@@ -17,7 +17,9 @@ from pipeline.types import Detections, FrameBundle
 
 
 class MotTracksSink:
-    """`OUT/tracks/<stream>.txt` in MOTChallenge format, frame numbers of each stream's own video."""
+    """`OUT/tracks/<stream>.txt` in MOTChallenge format, frame numbers of each stream's own video. A
+    confirmed track's rows of the frames it was tentative come when it is confirmed: rows are in
+    the order they became known, not sorted by frame."""
 
     def __init__(self, out_dir: str | Path, streams: list[str]):
         self.writers = {s: MotWriter(Path(out_dir) / f"{s}.txt") for s in streams}
@@ -25,6 +27,8 @@ class MotTracksSink:
     def write(self, bundle: FrameBundle) -> None:
         for s, tracks in bundle.tracks.items():
             if s in self.writers:
+                for frame, late in bundle.late_tracks.get(s, []):
+                    self.writers[s].write(frame, late)
                 self.writers[s].write(bundle.frame_ids[s], tracks)
 
     def close(self) -> None:

@@ -3,6 +3,8 @@ models of `detectors/` and `trackers/` into the pipeline's currency, keep one mo
 and own no I/O or threads."""
 from __future__ import annotations
 
+from collections import deque
+
 from typing import Callable
 
 import cv2
@@ -85,13 +87,26 @@ class TrackerStage:
 
     def __init__(self, cfg) -> None:
         self.models = PerStream(lambda s, m: Tracker(cfg))
+        self.recent: dict[str, deque[int]] = {}  # frame ids of each stream's last updates, newest last
 
     def __call__(self, bundle: FrameBundle) -> FrameBundle:
         for s in bundle.present():
             dets = bundle.detections.get(s, Detections.empty())
-            out = self.models.get(s, "").update(dets.xyxy, dets.scores, bundle.homographies.get(s))
+            h, w = bundle.images[s].shape[:2]
+            out = self.models.get(s, "").update(dets.xyxy, dets.scores, bundle.homographies.get(s), (w, h))
             bundle.tracks[s] = Detections(out.xyxy, out.scores, track_ids=out.track_ids)
+            recent = self.recent.setdefault(s, deque(maxlen=256))
+            recent.append(bundle.frame_ids.get(s, bundle.index + 1))
+            late = []
+            for ago in np.unique(out.backfill_frames_ago):
+                if ago < len(recent):
+                    sel = out.backfill_frames_ago == ago
+                    late.append((recent[-1 - ago], Detections(out.backfill_xyxy[sel], out.backfill_scores[sel],
+                                                               track_ids=out.backfill_ids[sel])))
+            if late:
+                bundle.late_tracks[s] = late
         return bundle
 
     def reset(self) -> None:
         self.models.reset()
+        self.recent.clear()

@@ -168,6 +168,9 @@ class FrameBundle:
     telemetry: TelemetrySample | None = None
     detections: dict[str, Detections] = field(default_factory=dict)
     tracks: dict[str, Detections] = field(default_factory=dict)
+    # Track rows of earlier frames of a stream, revealed at this frame (a track confirmed now reports the
+    # boxes it had while tentative): stream -> [(that frame's id, Detections with track_ids)].
+    late_tracks: dict[str, list[tuple[int, Detections]]] = field(default_factory=dict)
     homographies: dict[str, np.ndarray | None] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
