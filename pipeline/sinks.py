@@ -83,11 +83,16 @@ def _color(track_id: int) -> tuple[int, int, int]:
 def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
     """H.264 ('avc1', plays in browsers) when this OpenCV can encode it, else MPEG-4 Part 2 ('mp4v')."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for fourcc in ("avc1", "mp4v"):
-        w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
-        if w.isOpened():
-            return w
-        w.release()
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a missing encoder is not an error here
+    try:
+        for fourcc in ("avc1", "mp4v"):
+            w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+            if w.isOpened():
+                return w
+            w.release()
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     raise OSError(f"cannot open a video writer for {path}")
 
 
