@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.5)
     p.add_argument("--json", default=None, help="write the scores here")
     p.add_argument("--plots", default=None, help="write precision-recall plots to this folder")
+
+    p = sub.add_parser("train", help="train a detector (checkpoints in the config's `out`)")
+    p.add_argument("train_config", metavar="CONFIG", help="training config YAML, e.g. configs/train_dpfcn.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.steps=100")
+
+    p = sub.add_parser("import-svanstrom", help="convert Svanstrom-style clips into flight folders")
+    p.add_argument("src", help="folder with index.csv, ir/ and visible/")
+    p.add_argument("out", help="one flight folder per clip is written here")
+    p.add_argument("--clips", nargs="+", default=None, help="only these clips (e.g. IR_DRONE_001)")
+    p.add_argument("--copy", action="store_true", help="copy the videos instead of linking them")
     return parser
 
 
@@ -140,8 +151,24 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(a: argparse.Namespace) -> int:
+    from pipeline.train import train
+
+    best = train(a.train_config, a.overrides, resume=a.resume)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def cmd_import_svanstrom(a: argparse.Namespace) -> int:
+    from pipeline.svanstrom import import_svanstrom
+
+    flights = import_svanstrom(Path(a.src), Path(a.out), clips=a.clips, copy=a.copy)
+    print(f"{len(flights)} flight folders written to {a.out}")
+    return 0
+
+
 COMMANDS = {"synth": cmd_synth, "process": cmd_process, "live": cmd_live, "track": cmd_track,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "train": cmd_train, "import-svanstrom": cmd_import_svanstrom}
 
 
 def main(argv: list[str] | None = None) -> int:

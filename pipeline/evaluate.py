@@ -3,7 +3,8 @@ all-point at a chosen IoU, COCO through pycocotools) on the annotated frames, a 
 table and precision-recall plots. The CLI's `dronetrack evaluate` calls `evaluate_files` or
 `evaluate_flight`, then `format_table` and `write_plots`.
 
-Result keys per stream: motmetrics' names as fractions (mota, motp, idf1, num_switches,
+Only drones are scored: ground-truth rows of other classes are dropped, detections of other
+categories are left out. Result keys per stream: motmetrics' names as fractions (mota, motp, idf1, num_switches,
 num_false_positives, num_misses, precision, recall, and the other counts of
 pipeline.mot_metrics.METRIC_NAMES), and with detections: ap50_11pt, ap50_all (VOC AP at `iou`),
 coco_ap (AP@[.5:.95]), coco_ap50, and pr (the precision envelope at 101 recall points, for plots).
@@ -26,6 +27,14 @@ from pipeline.motio import read_mot
 from pipeline.mot_metrics import mot_metrics
 
 COCO_KEYS = ("image_id", "category_id", "bbox", "score")
+DRONE_CLASS = 1  # MOTChallenge class column and COCO category_id of drones (Detections label 0)
+
+
+def drone_rows(gt_rows: np.ndarray) -> np.ndarray:
+    """Ground-truth rows of drones: class column 1, or no class given (0 or -1). Rows of other classes
+    (birds, airplanes, helicopters of the Svanstrom clips) are not targets: a drone reported on them
+    is a false positive."""
+    return gt_rows[(gt_rows[:, 7] == DRONE_CLASS) | (gt_rows[:, 7] <= 0)] if len(gt_rows) else gt_rows
 
 
 def read_coco_results(path: str | Path) -> np.ndarray:
@@ -129,13 +138,14 @@ def evaluate_files(gt_path: str | Path, tracks_path: str | Path | None = None,
                    frames: Iterable[int] | None = None) -> dict[str, Any]:
     """Score a MOTChallenge tracks file and/or a COCO results json against MOTChallenge ground truth.
     `frames` restricts scoring to those frame numbers (default: frames present in either file)."""
-    gt = read_mot(gt_path)
+    gt = drone_rows(read_mot(gt_path))
     frames = None if frames is None else set(frames)
     out: dict[str, Any] = {}
     if tracks_path is not None:
         out.update(track_metrics(gt, read_mot(tracks_path), frames))
     if detections_path is not None:
-        out.update(detection_metrics(gt, read_coco_results(detections_path), iou, frames))
+        dets = read_coco_results(detections_path)
+        out.update(detection_metrics(gt, dets[dets[:, 7] == DRONE_CLASS], iou, frames))
     return out
 
 

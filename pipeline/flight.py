@@ -27,6 +27,8 @@ telemetry:
   gps_rtk: telemetry/gps_rtk.csv  # t, target_id, lat, lon, alt, fix
   camera: telemetry/camera.csv    # t, lat, lon, alt, pan, tilt, roll
   clock_offset: 0.0               # seconds added to telemetry times to reach video time
+  gps_format: auto                # csv | nmea (GGA sentences, one target per file) | auto
+  nmea_target_id: 1               # target id of an NMEA log
   max_gap: 1.0                    # seconds; longer gaps interpolate to "unknown"
 presence:                         # per target, per stream: when it is in the camera's view
   - {stream: rgb, target_id: 1, start: 0.0, end: 12.5}
@@ -96,9 +98,12 @@ class TelemetrySpec:
     camera: str | None = None
     clock_offset: float = 0.0
     max_gap: float = 1.0
+    gps_format: Literal["auto", "csv", "nmea"] = "auto"  # auto: a .nmea file or a first line starting with '$'
+    nmea_target_id: int = 1  # target id of an NMEA log (one target per file)
 
     def validate(self, prefix: str) -> None:
         require(self.max_gap > 0, prefix + "max_gap", "must be positive")
+        require(self.nmea_target_id >= 0, prefix + "nmea_target_id", "must not be negative")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Literal
 from detectors.camera_motion import CameraMotionConfig
 from detectors.motion import MotionConfig, MotionDetector
 from pipeline.config import apply_overrides, from_dict, load_yaml, require
+from pipeline.errors import ConfigError
 from pipeline.stages import CameraMotionStage, DetectorStage, TrackerStage
 from trackers.tracker import TrackerConfig
 
@@ -17,12 +18,21 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 @dataclass
 class DetectorSettings:
-    kind: Literal["motion"] = "motion"
+    kind: Literal["motion", "dpfcn"] = "motion"
     min_score: float = 0.0
     motion: MotionConfig = field(default_factory=MotionConfig)
+    checkpoint: str | None = None  # learned kinds: the checkpoint file (relative: cwd, else the project root)
+    checkpoint_by_modality: dict[str, str] = field(default_factory=dict)  # e.g. {thermal: ...}: overrides it
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
 
     def validate(self, prefix: str) -> None:
         require(0.0 <= self.min_score <= 1.0, prefix + "min_score", "must be in [0, 1]")
+        require(self.kind == "motion" or self.checkpoint is not None or bool(self.checkpoint_by_modality),
+                prefix + "checkpoint", f"a {self.kind!r} detector needs a checkpoint file")
+        for m in self.checkpoint_by_modality:
+            require(m in ("rgb", "thermal"), prefix + "checkpoint_by_modality", f"{m!r} is not rgb or thermal")
+        require(self.device in ("auto", "cpu") or self.device.startswith("cuda"), prefix + "device",
+                f"{self.device!r} is not auto, cpu or cuda[:N]")
 
 
 @dataclass
@@ -46,8 +56,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     path = Path(path) if path is not None else DEFAULT_CONFIG
     data = load_yaml(path) or {}
     data = apply_overrides(data, overrides or [])
-    from pipeline.errors import ConfigError
-
     try:
         return from_dict(RunConfig, data)
     except ConfigError as e:
@@ -55,9 +63,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def build_detector_factory(cfg: DetectorSettings):
+    """(stream, modality) -> detector. Learned detectors are loaded once per checkpoint file and shared
+    by the streams that use it, so the stage batches them."""
     if cfg.kind == "motion":
         return lambda stream, modality: MotionDetector(cfg.motion, modality)
-    raise AssertionError(cfg.kind)  # unreachable: validated by Literal
+    from detectors.inference import TorchDetector, pick_device
+    from pipeline.models import load_model
+
+    try:
+        device = pick_device(cfg.device)
+    except ValueError as e:
+        raise ConfigError(f"detector.device: {e}") from None
+    loaded: dict[str, TorchDetector] = {}
+
+    def factory(stream: str, modality: str) -> TorchDetector:
+        path = cfg.checkpoint_by_modality.get(modality, cfg.checkpoint)
+        if path is None:
+            raise ConfigError(f"detector.checkpoint: none given for the {modality} stream {stream!r}")
+        if path not in loaded:
+            loaded[path] = TorchDetector(load_model(path, cfg.kind)[0], device)
+        return loaded[path]
+
+    return factory
 
 
 def build_stages(cfg: RunConfig) -> list:

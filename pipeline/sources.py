@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.flight import Flight, StreamSpec
-from pipeline.telemetry import Telemetry, read_timestamps
+from pipeline.telemetry import load_flight_telemetry, read_timestamps
 from pipeline.types import FrameBundle
 
 
@@ -149,11 +149,7 @@ class FlightSource:
         self.readers = [StreamReader.from_spec(flight, n) for n in names]
         self.tolerance = tolerance
         self.streams = {r.name: r.modality for r in self.readers}
-        tel = flight.spec.telemetry
-        self.telemetry = None
-        if telemetry and (tel.gps_rtk or tel.camera):
-            self.telemetry = Telemetry.load(flight.path(tel.gps_rtk), flight.path(tel.camera),
-                                            tel.clock_offset, tel.max_gap)
+        self.telemetry = load_flight_telemetry(flight) if telemetry else None
 
     @property
     def expected_frames(self) -> int | None:

@@ -15,6 +15,9 @@ from pipeline.types import Detections, FrameBundle
 from trackers.tracker import Tracker
 
 
+DRONE = 0  # Detections label of drones
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
@@ -57,8 +60,9 @@ class CameraMotionStage:
 
 
 class DetectorStage:
-    """Runs a detector per stream. `factory(stream, modality)` builds one detector per stream whose
-    `detect(image, homography)` returns arrays (xyxy, scores[, labels]) or a `Detections`."""
+    """Runs a detector per stream. `factory(stream, modality)` gives each stream's detector, whose
+    `detect(image, homography)` returns arrays (xyxy, scores[, labels]) or a `Detections`. Streams
+    given the same detector object that has `detect_many(images)` are batched in one call."""
 
     name = "detector"
 
@@ -67,13 +71,20 @@ class DetectorStage:
         self.min_score = min_score
 
     def __call__(self, bundle: FrameBundle) -> FrameBundle:
+        by_model: dict[int, tuple[object, list[str]]] = {}
         for s in bundle.present():
             det = self.models.get(s, bundle.modalities.get(s, "rgb"))
-            out = det.detect(bundle.images[s], bundle.homographies.get(s))
-            dets = out if isinstance(out, Detections) else Detections(*out)
-            if self.min_score > 0:
-                dets = dets[dets.scores >= self.min_score]
-            bundle.detections[s] = dets
+            by_model.setdefault(id(det), (det, []))[1].append(s)
+        for det, streams in by_model.values():
+            if hasattr(det, "detect_many"):  # one model shared by the streams: one batched call
+                outs = det.detect_many([bundle.images[s] for s in streams])
+            else:
+                outs = [det.detect(bundle.images[s], bundle.homographies.get(s)) for s in streams]
+            for s, out in zip(streams, outs):
+                dets = out if isinstance(out, Detections) else Detections(*out)
+                if self.min_score > 0:
+                    dets = dets[dets.scores >= self.min_score]
+                bundle.detections[s] = dets
         return bundle
 
     def reset(self) -> None:
@@ -81,7 +92,8 @@ class DetectorStage:
 
 
 class TrackerStage:
-    """One tracker per stream; confirmed tracks in `bundle.tracks` with `track_ids` set."""
+    """One tracker per stream over its drone detections (other classes, e.g. birds, are reported as
+    detections but not tracked); confirmed tracks in `bundle.tracks` with `track_ids` set."""
 
     name = "tracker"
 
@@ -92,6 +104,7 @@ class TrackerStage:
     def __call__(self, bundle: FrameBundle) -> FrameBundle:
         for s in bundle.present():
             dets = bundle.detections.get(s, Detections.empty())
+            dets = dets[dets.labels == DRONE]
             h, w = bundle.images[s].shape[:2]
             out = self.models.get(s, "").update(dets.xyxy, dets.scores, bundle.homographies.get(s), (w, h))
             bundle.tracks[s] = Detections(out.xyxy, out.scores, track_ids=out.track_ids)

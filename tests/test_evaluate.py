@@ -189,3 +189,18 @@ def test_flight_missing_output_names_it(tmp_path: Path) -> None:
     (out / "detections" / "thermal.json").unlink()
     with pytest.raises(InputError, match="thermal.json"):
         evaluate_flight(root, out)
+
+
+def test_only_drones_are_scored(tmp_path: Path) -> None:
+    """A bird in the ground truth is no target; a detection labelled bird is left out; a drone
+    detection on the bird is a false positive."""
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,20,1,1,1\n1,2,100,100,20,20,1,2,1\n")
+    dets = tmp_path / "d.json"
+    rows = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9},
+            {"image_id": 1, "category_id": 2, "bbox": [100, 100, 20, 20], "score": 0.95}]
+    dets.write_text(json.dumps(rows))
+    assert evaluate_files(gt, detections_path=dets)["ap50_all"] == pytest.approx(1.0)
+    rows[1]["category_id"] = 1
+    dets.write_text(json.dumps(rows))
+    assert evaluate_files(gt, detections_path=dets)["ap50_all"] == pytest.approx(0.5)

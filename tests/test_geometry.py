@@ -90,3 +90,44 @@ def test_rotation_and_pointing_agree():
         assert np.allclose(rot @ rot.T, np.eye(3)) and np.linalg.det(rot) == pytest.approx(1.0)
         p, t = direction_to_pan_tilt(rot[2])
         assert (p - pan + 180) % 360 - 180 == pytest.approx(0, abs=1e-9) and t == pytest.approx(tilt)
+
+
+# WGS84 radii of curvature at the turret's latitude, for placing a drone a given number of metres away by hand
+A_WGS84, E2_WGS84 = 6378137.0, 6.69437999014e-3
+SIN_PHI = math.sin(math.radians(REF[0]))
+MERIDIAN = A_WGS84 * (1 - E2_WGS84) / (1 - E2_WGS84 * SIN_PHI ** 2) ** 1.5 + REF[2]  # m per radian of latitude
+PARALLEL = (A_WGS84 / math.sqrt(1 - E2_WGS84 * SIN_PHI ** 2) + REF[2]) * math.cos(math.radians(REF[0]))  # of lon
+
+
+def drone_at(north: float, east: float, up: float) -> tuple[float, float, float]:
+    """WGS84 of a point `north`, `east`, `up` metres from the turret (the Earth's curvature over 100 m
+    lowers it by d^2 / 2R < 1 mm, which moves it < 0.01 px here)."""
+    return REF[0] + math.degrees(north / MERIDIAN), REF[1] + math.degrees(east / PARALLEL), REF[2] + up
+
+
+def test_projection_from_lat_lon_computed_by_hand():
+    # turret at REF looking north (pan 0, tilt 0, roll 0); drone 100 m north, 10 m up.
+    # camera frame: x = east = 0, y = -up = -10, z = north = 100
+    # u = cx + fx * 0 / 100 = 320;  v = cy + fy * (-10 / 100) = 256 - 82 = 174
+    enu = geodetic_to_enu(*drone_at(100.0, 0.0, 10.0), REF)
+    assert np.allclose(enu, [0, 100, 10], atol=2e-3)
+    assert np.allclose(uv([enu]), [[320.0, 174.0]], atol=0.02)
+    # pan 30: the drone now 100 m north, 50 m east, 10 m up.
+    # x = E cos30 - N sin30 = 43.3013 - 50 = -6.6987;  z = E sin30 + N cos30 = 25 + 86.6025 = 111.6025
+    # u = 320 + 800 * (-6.6987 / 111.6025) = 320 - 48.019 = 271.981
+    # v = 256 + 820 * (-10 / 111.6025) = 256 - 73.475 = 182.525
+    enu = geodetic_to_enu(*drone_at(100.0, 50.0, 10.0), REF)
+    assert np.allclose(uv([enu], CameraPose(pan=30.0)), [[271.981, 182.525]], atol=0.02)
+
+
+def test_full_distortion_model_computed_by_hand():
+    k1, k2, p1, p2, k3 = -0.2, 0.05, 0.001, -0.002, 0.01
+    cal = Calibration(fx=800.0, fy=820.0, cx=320.0, cy=256.0, dist=[k1, k2, p1, p2, k3])
+    # ENU (30, 100, 20) looking north -> normalised x = 30/100 = 0.3, y = -20/100 = -0.2, r^2 = 0.13
+    x, y, r2 = 0.3, -0.2, 0.13
+    radial = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3                 # 0.974866970
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)           # 0.29246009 - 0.00012 - 0.00062 = 0.29172009
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y           # -0.19497339 + 0.00021 + 0.00024 = -0.19452339
+    expected = [320 + 800 * xd, 256 + 820 * yd]                        # (553.376, 96.491)
+    assert np.allclose(expected, [553.376072, 96.490820], atol=1e-5)
+    assert np.allclose(uv([[30, 100, 20]], CameraPose(), cal), [expected], atol=1e-6)

@@ -1,0 +1,244 @@
+"""`dronetrack train CONFIG`: join training data (synthetic flights, Svanstrom clips) to a detector's
+training loop, validate on held-out clips, write checkpoints, resume.
+
+OUT (the config's `out`) receives `last.pt` (every validation, with the optimizer state: `--resume`
+continues from it), `best.pt` (the best validation score so far), `log.txt`, `config.yaml` and, when
+`export` is set, the shipped half-precision copy of the best checkpoint.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+import yaml
+
+from detectors.checkpoint import load_checkpoint, load_state, save_checkpoint
+from detectors.dpfcn import DPFCNConfig
+from detectors.inference import pick_device
+from detectors.training import OptimConfig, TrainingDiverged, make_optimizer, train_loop
+from pipeline.config import apply_overrides, from_dict, load_yaml, require, to_dict
+from pipeline.datasets import DetectionDataset, FrameStore, collate, split_by_clip
+from pipeline.detmetrics import average_precision, pr_curve
+from pipeline.errors import ConfigError, DronetrackError, InputError
+from pipeline.models import build_model, resolve_path
+from pipeline.flight import load_flight
+from pipeline.svanstrom import SVANSTROM_CLASSES, clip_info, import_svanstrom
+
+
+@dataclass
+class SynthData:
+    seeds: list[int] = field(default_factory=lambda: list(range(100, 110)))
+    seconds: float = 20.0
+    drones: int = 3
+    birds: int = 2
+
+
+@dataclass
+class SvanstromData:
+    root: str = "../shared/data/svanstrom"  # relative: from the working directory, else the project root
+    sensors: list[Literal["ir", "v"]] = field(default_factory=lambda: ["ir", "v"])
+    max_clips: int | None = None  # per (sensor, label), for quick runs
+
+
+@dataclass
+class DataConfig:
+    cache: str = "runs/cache"  # generated synthetic flights and converted clips live here
+    synthetic: SynthData | None = field(default_factory=SynthData)
+    svanstrom: SvanstromData | None = field(default_factory=SvanstromData)
+    every: int = 5  # keep every n-th frame of the training clips
+    val_every: int = 15  # and of the validation clips
+    crop: int = 256
+    p_object: float = 0.7
+    val_fraction: float = 0.2
+    jpeg: int | None = 95  # frames kept JPEG-encoded in memory at this quality (None: raw, ~30x more memory)
+
+    def validate(self, prefix: str) -> None:
+        require(self.synthetic is not None or self.svanstrom is not None, prefix + "synthetic",
+                "give synthetic or svanstrom data (or both)")
+        for key in ("every", "val_every", "crop"):
+            require(getattr(self, key) >= 1, prefix + key, "must be >= 1")
+        require(0.0 < self.val_fraction < 1.0, prefix + "val_fraction", "must be in (0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    model: Literal["dpfcn"] = "dpfcn"
+    dpfcn: DPFCNConfig = field(default_factory=DPFCNConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    export: str | None = None  # write the best checkpoint here in float16 when training ends
+
+    def model_config(self) -> Any:
+        return getattr(self, self.model)
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    data = apply_overrides(load_yaml(path) or {}, overrides or [])
+    try:
+        return from_dict(TrainConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def prepare_flights(cfg: DataConfig, classes: list[str]) -> list[Path]:
+    """Make (once) the synthetic flights and converted clips the config names; their folders."""
+    cache = Path(cfg.cache)
+    flights: list[Path] = []
+    if cfg.synthetic is not None:
+        from pipeline.synth import generate_flight
+
+        s = cfg.synthetic
+        for seed in s.seeds:
+            folder = cache / "synth" / f"seed{seed}_{s.seconds:g}s_{s.drones}d_{s.birds}b"
+            if not (folder / "flight.yaml").is_file():
+                generate_flight(folder, seed=seed, seconds=s.seconds, drones=s.drones, birds=s.birds)
+            flights.append(folder)
+    if cfg.svanstrom is not None:
+        if list(classes) != list(SVANSTROM_CLASSES[:len(classes)]):
+            raise ConfigError(f"dpfcn.classes: Svanstrom labels need the classes {list(SVANSTROM_CLASSES)} in order")
+        root = resolve_path(cfg.svanstrom.root)
+        flights += select_clips(import_svanstrom(root, cache / "svanstrom"), cfg.svanstrom)
+    return flights
+
+
+def select_clips(flights: list[Path], cfg: SvanstromData) -> list[Path]:
+    kept, count = [], {}
+    for f in sorted(flights):
+        info = clip_info(load_flight(f))
+        sensor, label = info["sensor"], info["label"]
+        if sensor not in cfg.sensors:
+            continue
+        count[sensor, label] = count.get((sensor, label), 0) + 1
+        if cfg.max_clips is None or count[sensor, label] <= cfg.max_clips:
+            kept.append(f)
+    return kept
+
+
+def infinite_batches(dataset: DetectionDataset, batch_size: int, workers: int, seed: int,
+                     start_epoch: int = 0) -> Iterator[Any]:
+    epoch = start_epoch
+    while True:
+        dataset.set_epoch(epoch)
+        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        yield from torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g,
+                                               num_workers=workers, collate_fn=collate, drop_last=True,
+                                               persistent_workers=False)
+        epoch += 1
+
+
+def detection_loss(device: torch.device):
+    def loss_fn(model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        images = torch.stack(images).to(device) if isinstance(images, list) else images.to(device)
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        return model(images, targets)
+    return loss_fn
+
+
+def drone_ap(model: torch.nn.Module, store: FrameStore, device: torch.device, batch: int = 4) -> dict[str, float]:
+    """Drone AP50 (VOC all-point) per modality on whole validation frames, and their mean as 'score'."""
+    per_mod: dict[str, tuple[list, list, list, list, list]] = {}
+    for i in range(len(store)):
+        image, boxes, labels, modality = store.frame(i)
+        x = torch.from_numpy(image if image.ndim == 3 else np.repeat(image[..., None], 3, 2))
+        res = model(x.permute(2, 0, 1).float().div(255).unsqueeze(0).to(device))[0]
+        keep = res["labels"] == 1
+        g = per_mod.setdefault(modality, ([], [], [], [], []))
+        gt = boxes[labels == 1]
+        g[0].extend([i] * len(gt))
+        g[1].extend(gt.tolist())
+        d = res["boxes"][keep].float().cpu().numpy()
+        g[2].extend([i] * len(d))
+        g[3].extend(d.tolist())
+        g[4].extend(res["scores"][keep].float().cpu().numpy().tolist())
+    out = {}
+    for m, (gi, gb, di, db, ds) in per_mod.items():
+        xywh = lambda b: np.c_[np.asarray(b)[:, :2], np.asarray(b)[:, 2:] - np.asarray(b)[:, :2]] if b else np.zeros((0, 4))
+        rec, prec, n_pos = pr_curve(gi, xywh(gb), di, xywh(db), np.asarray(ds), 0.5)
+        out[f"ap50_{m}"] = average_precision(rec, prec, "all") if n_pos else 0.0
+    out["score"] = float(np.mean(list(out.values()))) if out else 0.0
+    return out
+
+
+def train(config: str | Path, overrides: list[str] | None = None, resume: bool = False,
+          log_to_stdout: bool = True) -> Path:
+    """Train as configured; returns the best checkpoint's path."""
+    cfg = load_train_config(config, overrides)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    log_file = open(out / "log.txt", "a", encoding="utf-8")
+
+    def log(msg: str) -> None:
+        log_file.write(msg + "\n")
+        log_file.flush()
+        if log_to_stdout:
+            print(msg, flush=True)
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    try:
+        device = pick_device(cfg.device)
+    except ValueError as e:
+        raise ConfigError(f"device: {e}") from None
+    mcfg = cfg.model_config()
+    flights = prepare_flights(cfg.data, mcfg.classes)
+    train_f, val_f = split_by_clip(flights, cfg.data.val_fraction, cfg.seed)
+    log(f"{len(train_f)} training clips, {len(val_f)} validation clips: {', '.join(p.name for p in val_f)}")
+    train_store = FrameStore(train_f, every=cfg.data.every, jpeg=cfg.data.jpeg)
+    val_store = FrameStore(val_f, every=cfg.data.val_every, jpeg=cfg.data.jpeg)
+    log(f"{len(train_store)} training frames, {len(val_store)} validation frames")
+    dataset = DetectionDataset(train_store, crop=cfg.data.crop, p_object=cfg.data.p_object, seed=cfg.seed)
+
+    model = build_model(cfg.model, mcfg).to(device)
+    optimizer, scheduler = make_optimizer(model, cfg.optim)
+    start, best = 0, -math.inf
+    if resume and (out / "last.pt").is_file():
+        try:
+            ckpt = load_checkpoint(out / "last.pt")
+            load_state(model, ckpt["state_dict"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+        except (ValueError, KeyError) as e:
+            raise InputError(f"cannot resume: {e}", out / "last.pt") from None
+        start, best = ckpt["step"], float(ckpt["val"].get("best", -math.inf))
+        log(f"resumed at step {start}")
+
+    classes = list(mcfg.classes)
+
+    def save(step: int, val: dict[str, float], is_best: bool) -> None:
+        nonlocal best
+        if is_best:
+            best = val.get(cfg.optim.best_metric, best)
+        record = {**val, "best": best}
+        kwargs = dict(kind=cfg.model, config=to_dict(mcfg), classes=classes, model=model, step=step, val=record)
+        save_checkpoint(out / "last.pt", optimizer=optimizer, scheduler=scheduler, **kwargs)
+        if is_best:
+            save_checkpoint(out / "best.pt", **kwargs)
+
+    batches = infinite_batches(dataset, cfg.optim.batch_size, cfg.optim.workers, cfg.seed,
+                               start_epoch=start * cfg.optim.batch_size // max(len(dataset), 1))
+    try:
+        train_loop(model, batches, cfg.optim, device, detection_loss(device), optimizer, scheduler, start,
+                   validate=lambda m: drone_ap(m, val_store, device), save=save, log=log, best=best)
+    except TrainingDiverged as e:
+        raise DronetrackError(f"{e} (lower optim.lr; {out / 'last.pt'} holds the last good state)") from None
+    best_path = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
+    if cfg.export:
+        ckpt = load_checkpoint(best_path)
+        load_state(model, ckpt["state_dict"])
+        export = Path(cfg.export)
+        save_checkpoint(export, kind=cfg.model, config=to_dict(mcfg), classes=classes, model=model.cpu(),
+                        step=ckpt["step"], val=ckpt["val"], half=True)
+        log(f"exported {export} ({export.stat().st_size / 1e6:.1f} MB)")
+    log_file.close()
+    return best_path
