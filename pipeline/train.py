@@ -214,13 +214,16 @@ def train(config: str | Path, overrides: list[str] | None = None, resume: bool =
         log(f"resumed at step {start}")
 
     classes = list(mcfg.classes)
+    saved_config = to_dict(mcfg)  # the checkpoint's weights replace any initial weight file: drop its path
+    if "backbone" in saved_config:
+        saved_config["backbone"]["weights"] = None
 
     def save(step: int, val: dict[str, float], is_best: bool) -> None:
         nonlocal best
         if is_best:
             best = val.get(cfg.optim.best_metric, best)
         record = {**val, "best": best}
-        kwargs = dict(kind=cfg.model, config=to_dict(mcfg), classes=classes, model=model, step=step, val=record)
+        kwargs = dict(kind=cfg.model, config=saved_config, classes=classes, model=model, step=step, val=record)
         save_checkpoint(out / "last.pt", optimizer=optimizer, scheduler=scheduler, **kwargs)
         if is_best:
             save_checkpoint(out / "best.pt", **kwargs)
@@ -237,7 +240,7 @@ def train(config: str | Path, overrides: list[str] | None = None, resume: bool =
         ckpt = load_checkpoint(best_path)
         load_state(model, ckpt["state_dict"])
         export = Path(cfg.export)
-        save_checkpoint(export, kind=cfg.model, config=to_dict(mcfg), classes=classes, model=model.cpu(),
+        save_checkpoint(export, kind=cfg.model, config=saved_config, classes=classes, model=model.cpu(),
                         step=ckpt["step"], val=ckpt["val"], half=True)
         log(f"exported {export} ({export.stat().st_size / 1e6:.1f} MB)")
     log_file.close()
