@@ -16,6 +16,7 @@ from pipeline.runner import Runner, RunStats
 from pipeline.settings import RunConfig, build_stages, load_config
 from pipeline.sinks import AnnotatedVideoSink, CocoDetectionsSink, JsonLinesSink, MotTracksSink
 from pipeline.sources import FlightSource, VideoFileSource
+from pipeline.stages import stage_reports
 from pipeline.types import Detections
 from trackers.tracker import Tracker
 
@@ -67,13 +68,15 @@ def process(flight: str | Path, out: str | Path, config: str | Path | None = Non
     fps = _stream_fps(source)
     if annotate:
         sinks.append(AnnotatedVideoSink(out / "annotated", fps))
-    runner = Runner(source, build_stages(cfg), sinks, cfg.queue_size, progress=progress,
+    stages = build_stages(cfg, source)
+    runner = Runner(source, stages, sinks, cfg.queue_size, progress=progress,
                     total=source.expected_frames, max_frames=max_frames)
     extra = {"source": str(flight), "streams": source.streams, "dropped_frames": 0,
              "annotated": [str(out / "annotated" / f"{s}.mp4") for s in streams] if annotate else []}
     try:
         stats = runner.run()
     finally:
+        extra.update(stage_reports(stages))
         _write_summary(out, runner.stats, extra)
     return {**stats.as_dict(), **extra}
 
@@ -96,7 +99,8 @@ def live(source: str, thermal: str | None = None, modality: str = "rgb", config:
     if outp is not None:
         outp.mkdir(parents=True, exist_ok=True)
         sinks.append(MotTracksSink(outp / "tracks", list(specs)))
-    runner = Runner(src, build_stages(cfg), sinks, queue_size=1, max_frames=max_frames)
+    stages = build_stages(cfg)
+    runner = Runner(src, stages, sinks, queue_size=1, max_frames=max_frames)
     timer = None
     if seconds is not None:
         import threading
@@ -110,9 +114,10 @@ def live(source: str, thermal: str | None = None, modality: str = "rgb", config:
         if timer is not None:
             timer.cancel()
         src.stop()
-    summary = {**stats.as_dict(), **_live_stats(src)}
+    extra = {**_live_stats(src), **stage_reports(stages)}
+    summary = {**stats.as_dict(), **extra}
     if outp is not None:
-        _write_summary(outp, stats, _live_stats(src))
+        _write_summary(outp, stats, extra)
     return summary
 
 

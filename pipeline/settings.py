@@ -9,6 +9,7 @@ from detectors.camera_motion import CameraMotionConfig
 from detectors.motion import MotionConfig, MotionDetector
 from pipeline.config import apply_overrides, from_dict, load_yaml, require
 from pipeline.errors import ConfigError
+from pipeline.search_region import SearchConfig
 from pipeline.stages import CameraMotionStage, DetectorStage, TrackerStage
 from trackers.tracker import TrackerConfig
 
@@ -18,15 +19,23 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 @dataclass
 class DetectorSettings:
-    kind: Literal["motion", "dpfcn"] = "motion"
+    kind: Literal["motion", "dpfcn", "wildcat"] = "motion"
     min_score: float = 0.0
     motion: MotionConfig = field(default_factory=MotionConfig)
     checkpoint: str | None = None  # learned kinds: the checkpoint file (relative: cwd, else the project root)
     checkpoint_by_modality: dict[str, str] = field(default_factory=dict)  # e.g. {thermal: ...}: overrides it
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    # gps: run only on crops around each cooperative drone's search box (from its GPS-RTK log and the
+    # turret's pose), whole frames where those are unknown; full: whole frames. gps needs a wildcat detector.
+    search: Literal["full", "gps"] = "full"
+    search_region: SearchConfig = field(default_factory=SearchConfig)
+    search_crop: int = 96  # px: smallest side of the crop around a search box (context for the network)
 
     def validate(self, prefix: str) -> None:
         require(0.0 <= self.min_score <= 1.0, prefix + "min_score", "must be in [0, 1]")
+        require(self.search == "full" or self.kind == "wildcat", prefix + "search",
+                f"narrowed search (gps) needs a wildcat detector, not {self.kind!r}")
+        require(self.search_crop >= 16, prefix + "search_crop", "must be at least 16 px")
         require(self.kind == "motion" or self.checkpoint is not None or bool(self.checkpoint_by_modality),
                 prefix + "checkpoint", f"a {self.kind!r} detector needs a checkpoint file")
         for m in self.checkpoint_by_modality:
@@ -68,28 +77,31 @@ def build_detector_factory(cfg: DetectorSettings):
     if cfg.kind == "motion":
         return lambda stream, modality: MotionDetector(cfg.motion, modality)
     from detectors.inference import TorchDetector, pick_device
-    from pipeline.models import load_model
+    from pipeline.models import WildcatDetector, load_model
 
     try:
         device = pick_device(cfg.device)
     except ValueError as e:
         raise ConfigError(f"detector.device: {e}") from None
-    loaded: dict[str, TorchDetector] = {}
+    adapter = WildcatDetector if cfg.kind == "wildcat" else TorchDetector
+    loaded: dict[str, object] = {}
 
-    def factory(stream: str, modality: str) -> TorchDetector:
+    def factory(stream: str, modality: str) -> object:
         path = cfg.checkpoint_by_modality.get(modality, cfg.checkpoint)
         if path is None:
             raise ConfigError(f"detector.checkpoint: none given for the {modality} stream {stream!r}")
         if path not in loaded:
-            loaded[path] = TorchDetector(load_model(path, cfg.kind)[0], device)
+            loaded[path] = adapter(load_model(path, cfg.kind)[0], device)
         return loaded[path]
 
     return factory
 
 
-def build_stages(cfg: RunConfig) -> list:
-    return [
-        CameraMotionStage(cfg.camera_motion),
-        DetectorStage(build_detector_factory(cfg.detector), cfg.detector.min_score),
-        TrackerStage(cfg.tracker),
-    ]
+def build_stages(cfg: RunConfig, source=None) -> list:
+    """The configured stages; `source` (a recorded flight) is bound to those that read its telemetry."""
+    d = cfg.detector
+    detector = DetectorStage(build_detector_factory(d), d.min_score,
+                             d.search_region if d.search == "gps" else None, d.search_crop)
+    if source is not None:
+        detector.bind(source)
+    return [CameraMotionStage(cfg.camera_motion), detector, TrackerStage(cfg.tracker)]

@@ -3,14 +3,15 @@ models of `detectors/` and `trackers/` into the pipeline's currency, keep one mo
 and own no I/O or threads."""
 from __future__ import annotations
 
+import math
 from collections import deque
-
-from typing import Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 
 from detectors.camera_motion import CameraMotionEstimator
+from pipeline.search_region import Box, SearchConfig, search_boxes_for_frame
 from pipeline.types import Detections, FrameBundle
 from trackers.tracker import Tracker
 
@@ -62,13 +63,34 @@ class CameraMotionStage:
 class DetectorStage:
     """Runs a detector per stream. `factory(stream, modality)` gives each stream's detector, whose
     `detect(image, homography)` returns arrays (xyxy, scores[, labels]) or a `Detections`. Streams
-    given the same detector object that has `detect_many(images)` are batched in one call."""
+    given the same detector object that has `detect_many(images)` are batched in one call.
+
+    Narrowed search (`search` given, for detectors with `detect_crops`, i.e. WILDCAT): once `bind(source)`
+    has handed over a recorded flight's telemetry, calibrations and frame clocks, each frame is searched
+    only in a crop (`search_crop` px or more, at native resolution) around every cooperative drone's
+    search box (pipeline/search_region.py); no crop when no drone can be in view. Where the search box is
+    unknown (no telemetry or calibration, a gap, a live source) the whole frame is searched, and
+    `report()` counts those frames per stream (`full_frame_fallbacks`). Narrowed search finds the
+    cooperative drones only."""
 
     name = "detector"
 
-    def __init__(self, factory: Callable[[str, str], object], min_score: float = 0.0) -> None:
+    def __init__(self, factory: Callable[[str, str], object], min_score: float = 0.0,
+                 search: SearchConfig | None = None, search_crop: int = 96) -> None:
         self.models = PerStream(factory)
         self.min_score = min_score
+        self.search, self.search_crop = search, search_crop
+        self.telemetry: Any = None
+        self.specs: dict[str, Any] = {}
+        self.clocks: dict[str, Callable[[int], float]] = {}
+        self.counts: dict[str, dict[str, float]] = {}
+
+    def bind(self, source: Any) -> None:
+        """Take the telemetry, stream specs and frame clocks of a `FlightSource` (others have none)."""
+        flight = getattr(source, "flight", None)
+        self.telemetry = getattr(source, "telemetry", None)
+        self.specs = dict(flight.streams) if flight is not None else {}
+        self.clocks = {r.name: r.time_of for r in getattr(source, "readers", [])}
 
     def __call__(self, bundle: FrameBundle) -> FrameBundle:
         by_model: dict[int, tuple[object, list[str]]] = {}
@@ -76,7 +98,9 @@ class DetectorStage:
             det = self.models.get(s, bundle.modalities.get(s, "rgb"))
             by_model.setdefault(id(det), (det, []))[1].append(s)
         for det, streams in by_model.values():
-            if hasattr(det, "detect_many"):  # one model shared by the streams: one batched call
+            if self.search is not None and hasattr(det, "detect_crops"):
+                outs = self._narrowed(det, bundle, streams)
+            elif hasattr(det, "detect_many"):  # one model shared by the streams: one batched call
                 outs = det.detect_many([bundle.images[s] for s in streams])
             else:
                 outs = [det.detect(bundle.images[s], bundle.homographies.get(s)) for s in streams]
@@ -87,8 +111,70 @@ class DetectorStage:
                 bundle.detections[s] = dets
         return bundle
 
+    def _narrowed(self, det: Any, bundle: FrameBundle, streams: list[str]) -> list[Detections]:
+        """All streams' crops in one `detect_crops` call; each stream's detections merged."""
+        jobs, owners = [], []
+        for s in streams:
+            image = bundle.images[s]
+            h, w = image.shape[:2]
+            boxes = self._search_boxes(bundle, s, (w, h))
+            c = self.counts.setdefault(s, dict.fromkeys(
+                ("frames", "narrowed", "no_target", "full_frame_fallbacks", "crops", "searched"), 0))
+            c["frames"] += 1
+            if boxes is None:
+                c["full_frame_fallbacks"] += 1
+                windows = [((0, 0, w, h), None)]
+            else:
+                windows = [(crop_window(b, (w, h), self.search_crop), b) for b in boxes]
+                c["narrowed" if windows else "no_target"] += 1
+                c["crops"] += len(windows)
+            c["searched"] += sum((x1 - x0) * (y1 - y0) for (x0, y0, x1, y1), _ in windows) / (w * h)
+            jobs += [(image, win, focus) for win, focus in windows]
+            owners += [s] * len(windows)
+        found = det.detect_crops(jobs) if jobs else []
+        return [Detections.merge([d for d, o in zip(found, owners) if o == s]) for s in streams]
+
+    def _search_boxes(self, bundle: FrameBundle, stream: str, size: tuple[int, int]) -> list[Box] | None:
+        """The search boxes of the cooperative drones that can be in view; None: unknown (whole frame)."""
+        spec, frame = self.specs.get(stream), bundle.frame_ids.get(stream)
+        if self.telemetry is None or spec is None or frame is None or stream not in self.clocks:
+            return None
+        sample = self.telemetry.sample(self.clocks[stream](frame))  # at this stream's own frame time
+        found = search_boxes_for_frame(sample, self.telemetry, spec, self.search, size)
+        return None if found is None else [b for _, b in found if b is not None]
+
+    def report(self) -> dict[str, Any]:
+        """For the run summary: per stream, frames searched narrowed / with no drone in view (no model run)
+        / on the whole frame, crops run, and the mean fraction of the frame's pixels searched."""
+        if self.search is None:
+            return {}
+        return {"search": {s: {**{k: int(v) for k, v in c.items() if k != "searched"},
+                               "searched_fraction": round(c["searched"] / max(c["frames"], 1), 4)}
+                           for s, c in self.counts.items()}}
+
     def reset(self) -> None:
         self.models.reset()
+
+
+def crop_window(box: Box, image_wh: tuple[int, int], min_side: int, step: int = 32) -> tuple[int, int, int, int]:
+    """An integer window (x0, y0, x1, y1) centred on `box`: each side the box's or `min_side`, whichever is
+    larger, rounded up to a multiple of `step` (so that crops batch together), shifted inside the image and
+    cut to it where the image is smaller."""
+    out = []
+    for lo, hi, n in ((box[0], box[2], image_wh[0]), (box[1], box[3], image_wh[1])):
+        side = min(n, step * math.ceil(max(min_side, hi - lo) / step))
+        start = min(max(round((lo + hi - side) / 2), 0), n - side)
+        out.append((start, start + side))
+    (x0, x1), (y0, y1) = out
+    return x0, y0, x1, y1
+
+
+def stage_reports(stages: list) -> dict[str, Any]:
+    """The stages' `report()` dicts merged, for the run summary."""
+    out: dict[str, Any] = {}
+    for st in stages:
+        out.update(getattr(st, "report", dict)())
+    return out
 
 
 class TrackerStage:

@@ -7,7 +7,7 @@ plus end-to-end frames/s.
 
     .venv/bin/python tools/eval_detectors.py --flights runs/cache/svanstrom/IR_DRONE_001 ... \
         --configs motion=configs/default.yaml dpfcn=configs/dpfcn.yaml [--val-of runs/train/dpfcn] \
-        [--out runs/eval] [--json J]
+        [--per-class N] [--max-frames N] [--out runs/eval] [--json J]
 
 `--val-of RUN` takes the validation clips a `dronetrack train` run logged (first line of RUN/log.txt).
 """
@@ -30,17 +30,19 @@ from pipeline.process import process
 FRAME_STRIDE = 1_000_000  # frames of flight i become i * FRAME_STRIDE + frame, so flights never share one
 
 
-def run_config(name: str, config: str, flights: list[Path], out: Path) -> dict[str, dict[str, float]]:
+def run_config(name: str, config: str, flights: list[Path], out: Path, max_frames: int | None = None
+               ) -> dict[str, dict[str, float]]:
     per_mod: dict[str, dict[str, list]] = {}
     for i, folder in enumerate(flights):
         flight = load_flight(folder)
         run_out = out / name / folder.name
-        summary = process(folder, run_out, config=config, progress=False)
+        summary = process(folder, run_out, config=config, progress=False, max_frames=max_frames)
         for stream, spec in flight.streams.items():
             gt_path = flight.gt_path(stream)
             if gt_path is None:
                 continue
-            frames = annotated_frames(flight, stream)
+            done = summary["frames_per_stream"].get(stream, 0)  # frames processed (max_frames may cut)
+            frames = {f for f in annotated_frames(flight, stream) if f <= done}
             gt = drone_rows(read_mot(gt_path))
             gt = gt[np.isin(gt[:, 0].astype(int), list(frames))]
             det = read_coco_results(run_out / "detections" / f"{stream}.json")
@@ -76,11 +78,15 @@ def aggregate(acc: dict[str, list]) -> dict[str, float]:
             "frames_per_second": frames / max(seconds, 1e-9)}
 
 
-def val_clips(run: Path, cache_roots: list[Path]) -> list[Path]:
+def val_clips(run: Path, cache_roots: list[Path], per_class: int | None = None) -> list[Path]:
     first = (run / "log.txt").read_text().splitlines()[0]
     names = re.split(r",\s*", first.split(": ", 1)[1])
-    found = []
+    found, count = [], {}
     for n in names:
+        group = tuple(n.split("_")[:2])  # (IR|V, LABEL) of a Svanstrom clip
+        count[group] = count.get(group, 0) + 1
+        if per_class is not None and n[:2] in ("IR", "V_") and count[group] > per_class:
+            continue
         hits = [r / sub / n for r in cache_roots for sub in ("svanstrom", "synth") if (r / sub / n).is_dir()]
         if not hits:
             sys.exit(f"validation clip {n} not found under {', '.join(map(str, cache_roots))}")
@@ -96,8 +102,11 @@ def main() -> None:
     p.add_argument("--configs", nargs="+", required=True, metavar="NAME=CONFIG")
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--max-frames", type=int, default=None, help="process at most this many instants per flight")
+    p.add_argument("--per-class", type=int, default=None,
+                   help="with --val-of: at most this many clips per (sensor, label); synthetic flights all kept")
     a = p.parse_args()
-    flights = list(a.flights) + (val_clips(a.val_of, [a.cache]) if a.val_of else [])
+    flights = list(a.flights) + (val_clips(a.val_of, [a.cache], a.per_class) if a.val_of else [])
     if not flights:
         sys.exit("no flights: give --flights or --val-of")
     results = {}
@@ -106,7 +115,7 @@ def main() -> None:
           f"{'GT':>6s} {'fps':>6s}")
     for spec in a.configs:
         name, config = spec.split("=", 1)
-        results[name] = run_config(name, config, flights, a.out)
+        results[name] = run_config(name, config, flights, a.out, a.max_frames)
         for mod, r in sorted(results[name].items()):
             print(f"{name:10s} {mod:8s} {r['ap50_all']:6.3f} {r['ap50_11pt']:7.3f} {r['coco_ap']:7.3f} "
                   f"{r['mota']:6.3f} {r['idf1']:6.3f} {r['gt_boxes']:6d} {r['frames_per_second']:6.1f}", flush=True)
