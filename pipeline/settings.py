@@ -63,12 +63,33 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a run config (default `configs/default.yaml`), apply `key.sub=value` overrides, validate.
     A ConfigError names the file and the key."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
-    data = load_yaml(path) or {}
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(read_with_base(path), overrides or [])
     try:
         return from_dict(RunConfig, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config mapping; `base: OTHER.yaml` (relative to this file) is read first and this file's keys
+    are merged over it, mapping by mapping."""
+    data = load_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in seen:
+        raise ConfigError(f"{path}: base: {base} includes itself")
+    return _merge(read_with_base(base_path, seen + (base_path,)), data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def build_detector_factory(cfg: DetectorSettings):

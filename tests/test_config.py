@@ -62,3 +62,15 @@ def test_default_config_loads_and_rejects_unknown_keys(tmp_path):
     p.write_text("tracker:\n  max_agee: 3\n")
     with pytest.raises(ConfigError, match="tracker.max_agee"):
         load_config(p)
+
+
+def test_base_config_is_merged_under_the_file(tmp_path):
+    from pipeline.settings import load_config
+
+    (tmp_path / "a.yaml").write_text("tracker: {max_age: 7, min_hits: 4}\nqueue_size: 3\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ntracker: {max_age: 9}\n")
+    cfg = load_config(tmp_path / "b.yaml", ["queue_size=5"])
+    assert (cfg.tracker.max_age, cfg.tracker.min_hits, cfg.queue_size) == (9, 4, 5)
+    (tmp_path / "c.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "c.yaml")
