@@ -140,10 +140,8 @@ def track_file(detections: str | Path, out: str | Path, config: str | Path | Non
         for frame in range(1, last + 1):
             d = by_frame.get(frame, empty)
             res = tracker.update(d.xyxy, d.scores)
-            for ago in np.unique(res.backfill_frames_ago):
-                sel = res.backfill_frames_ago == ago
-                w.write(frame - int(ago), Detections(res.backfill_xyxy[sel], res.backfill_scores[sel],
-                                                     track_ids=res.backfill_ids[sel]))
+            for ago, xyxy, scores, ids in res.backfill_groups():
+                w.write(frame - ago, Detections(xyxy, scores, track_ids=ids))
             w.write(frame, Detections(res.xyxy, res.scores, track_ids=res.track_ids))
             rows += len(res.track_ids) + len(res.backfill_ids)
     return rows

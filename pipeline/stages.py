@@ -196,12 +196,8 @@ class TrackerStage:
             bundle.tracks[s] = Detections(out.xyxy, out.scores, track_ids=out.track_ids)
             recent = self.recent.setdefault(s, deque(maxlen=256))
             recent.append(bundle.frame_ids.get(s, bundle.index + 1))
-            late = []
-            for ago in np.unique(out.backfill_frames_ago):
-                if ago < len(recent):
-                    sel = out.backfill_frames_ago == ago
-                    late.append((recent[-1 - ago], Detections(out.backfill_xyxy[sel], out.backfill_scores[sel],
-                                                               track_ids=out.backfill_ids[sel])))
+            late = [(recent[-1 - ago], Detections(xyxy, scores, track_ids=ids))
+                    for ago, xyxy, scores, ids in out.backfill_groups() if ago < len(recent)]
             if late:
                 bundle.late_tracks[s] = late
         return bundle

@@ -102,6 +102,12 @@ class TrackOutput:
     def __len__(self) -> int:
         return len(self.track_ids)
 
+    def backfill_groups(self):
+        """The backfilled rows grouped by earlier frame: (frames_ago, xyxy, scores, track_ids) each."""
+        for ago in np.unique(self.backfill_frames_ago):
+            sel = self.backfill_frames_ago == ago
+            yield int(ago), self.backfill_xyxy[sel], self.backfill_scores[sel], self.backfill_ids[sel]
+
     def mot_rows(self, frame: int) -> np.ndarray:
         """MOTChallenge rows (K, 10) float64 of these tracks at `frame`, then the backfilled rows of
         earlier frames: frame, id, x, y, w, h, score, -1, -1, -1."""
