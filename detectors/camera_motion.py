@@ -47,6 +47,7 @@ class CameraMotionConfig:
     phase_fallback: bool = True       # translation from phase correlation when corners fail
     min_phase_response: float = 0.15  # phase-correlation peak (0..1) needed to trust its shift
     max_shift_frac: float = 0.25      # a motion moving a corner by more than this fraction of the width is rejected
+    source: Literal["image", "pose"] = "image"  # pose: from the turret's pose log where known (pipeline/stages.py)
 
     def validate(self, prefix: str = "") -> None:
         _check(self.max_side >= 32, prefix, "max_side", "must be at least 32")
@@ -66,6 +67,7 @@ class CameraMotionConfig:
         _check(self.model_min_px >= 0, prefix, "model_min_px", "must not be negative")
         _check(0 <= self.min_phase_response <= 1, prefix, "min_phase_response", "must be in [0, 1]")
         _check(0 < self.max_shift_frac <= 1, prefix, "max_shift_frac", "must be in (0, 1]")
+        _check(self.source in ("image", "pose"), prefix, "source", "must be image or pose")
 
 
 def _check(cond: bool, prefix: str, key: str, message: str) -> None:

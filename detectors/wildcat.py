@@ -39,6 +39,7 @@ POOLING_PRESETS: dict[str, tuple[K, K, float]] = {
     "weldon": (0.2, 0.2, 1.0),
     "wildcat": (0.2, 0.2, 0.7),
 }
+BOX_MODES = ("interp", "cells")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -106,7 +107,8 @@ class WildcatConfig:
     kmin: int | float | None = None        # the same for the lowest positions; 0 turns negative evidence off
     alpha: float | None = None             # weight of the negative evidence, in [0, 1]
     multiscale: tuple[float, ...] = (1.0,)  # test-time image scales, averaged; the first must be 1.0
-    box_threshold: float = 0.5             # box: cells above median + t * (peak - median), joined to the peak
+    box_threshold: float = 0.5             # box: map above median + t * (peak - median), joined to the peak
+    box: str = "interp"                    # interp: the map bilinearly interpolated to pixels; cells: whole cells
     min_score: float = 0.5                 # a class is reported (one box) when sigmoid(score) reaches this
 
     def pool_params(self) -> tuple[K, K, float]:
@@ -134,6 +136,7 @@ class WildcatConfig:
         check(len(self.multiscale) >= 1 and self.multiscale[0] == 1.0, "multiscale", "must start with 1.0")
         check(all(0.1 <= s <= 4 for s in self.multiscale), "multiscale", "scales must be in [0.1, 4]")
         check(0 <= self.box_threshold < 1, "box_threshold", "must be in [0, 1)")
+        check(self.box in BOX_MODES, "box", f"must be one of {', '.join(BOX_MODES)}")
         check(0 <= self.min_score <= 1, "min_score", "must be in [0, 1]")
 
 
@@ -199,7 +202,7 @@ class Wildcat(nn.Module):
                  ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """`localize_batch` on this model's forward output with its stride, offset and config thresholds."""
         return localize_batch(out["scores"], out["maps"], self.stride, image_hw, self.cfg.box_threshold,
-                              self.offset, self.cfg.min_score)
+                              self.offset, self.cfg.min_score, self.cfg.box)
 
 
 class Localization(NamedTuple):
@@ -209,30 +212,60 @@ class Localization(NamedTuple):
 
 
 def localize(class_map: torch.Tensor, stride: float, image_hw: tuple[int, int], threshold: float = 0.5,
-             offset: float = 0.0) -> Localization:
+             offset: float = 0.0, box: str = "interp") -> Localization:
     """One class map (h, w) -> its peak and the box around it, in input pixels (image_hw = (H, W)).
 
     Point: the centre of the peak cell, refined to sub-cell precision by a parabola through the peak and
-    its two neighbours along each axis (shift at most half a cell). Box: the cells connected (8-way) to
-    the peak whose value reaches median + threshold * (peak - median), each cell spanning one stride
-    around its centre. The median (the background level), not the min, is the low end: the maps are
-    logits of either sign, and negative evidence training drives a few cells strongly negative, which
-    would inflate a min-based box.
+    its two neighbours along each axis (shift at most half a cell). Level: median + threshold * (peak -
+    median). The median (the background level), not the min, is the low end: the maps are logits of either
+    sign, and negative evidence training drives a few cells strongly negative, which would inflate a
+    min-based box. Box:
+    - "cells": the cells connected (8-way) to the peak that reach the level, each spanning one stride
+      around its centre (sizes in whole strides: a 10 px drone on a stride-8 map gets 8, 16 or 24 px);
+    - "interp": the map bilinearly interpolated between cell centres onto the pixels around that cell
+      region, and the pixels connected to the peak that reach the level (an isolated peak cell gives a
+      box one stride wide at threshold 0.5, stronger neighbours widen it by fractions of a cell).
     """
     m = class_map.detach().float().cpu().numpy()
     if m.ndim != 2 or m.size == 0:
         raise ValueError(f"class_map must be a non-empty (h, w) map, got shape {m.shape}")
+    if box not in BOX_MODES:
+        raise ValueError(f"box must be one of {', '.join(BOX_MODES)}, got {box!r}")
     i, j = np.unravel_index(int(np.argmax(m)), m.shape)
     peak, bg = float(m[i, j]), float(np.median(m))
-    regions, _ = ndimage.label(m >= bg + threshold * (peak - bg), structure=np.ones((3, 3)))
+    level = bg + threshold * (peak - bg)
+    regions, _ = ndimage.label(m >= level, structure=np.ones((3, 3)))
     rows, cols = np.nonzero(regions == regions[i, j])
     x = stride * (j + _vertex(m[i, :], j)) + offset + 0.5
     y = stride * (i + _vertex(m[:, j], i)) + offset + 0.5
     h, w = image_hw
-    x0, y0 = stride * cols.min() + offset + 0.5 - stride / 2, stride * rows.min() + offset + 0.5 - stride / 2
-    x1, y1 = stride * cols.max() + offset + 0.5 + stride / 2, stride * rows.max() + offset + 0.5 + stride / 2
+    if box == "interp":
+        x0, y0, x1, y1 = _interp_box(m, rows, cols, level, stride, offset, image_hw)
+    else:
+        x0, y0 = stride * cols.min() + offset + 0.5 - stride / 2, stride * rows.min() + offset + 0.5 - stride / 2
+        x1, y1 = stride * cols.max() + offset + 0.5 + stride / 2, stride * rows.max() + offset + 0.5 + stride / 2
     return Localization((float(np.clip(x, 0, w)), float(np.clip(y, 0, h))),
                         (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)), peak)
+
+
+def _interp_box(m: np.ndarray, rows: np.ndarray, cols: np.ndarray, level: float, stride: float, offset: float,
+                image_hw: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Pixel box of the region of the bilinearly interpolated map that reaches `level` and holds the peak,
+    searched within the cell region (rows, cols) grown by one cell. Pixel x's centre x + 0.5 sits at cell
+    coordinate (x - offset) / stride; outside the outer cell centres the map is held constant."""
+    h, w = image_hw
+
+    def span(lo: int, hi: int, n: int, size: int) -> np.ndarray:
+        a = 0 if lo == 0 else max(int(np.floor(stride * (lo - 1) + offset)), 0)
+        b = size if hi == n - 1 else min(int(np.ceil(stride * (hi + 1) + offset)) + 1, size)
+        return np.arange(a, max(b, a + 1))
+
+    ys, xs = span(rows.min(), rows.max(), m.shape[0], h), span(cols.min(), cols.max(), m.shape[1], w)
+    v, u = np.meshgrid((ys - offset) / stride, (xs - offset) / stride, indexing="ij")
+    fine = ndimage.map_coordinates(m, [v, u], order=1, mode="nearest")
+    labels, _ = ndimage.label(fine >= min(level, float(fine.max())), structure=np.ones((3, 3)))
+    r, c = np.nonzero(labels == labels.flat[int(np.argmax(fine))])
+    return float(xs[c.min()]), float(ys[r.min()]), float(xs[c.max()] + 1), float(ys[r.max()] + 1)
 
 
 def _vertex(profile: np.ndarray, c: int) -> float:
@@ -246,7 +279,7 @@ def _vertex(profile: np.ndarray, c: int) -> float:
 
 
 def localize_batch(scores: torch.Tensor, maps: torch.Tensor, stride: float, image_hw: tuple[int, int],
-                   threshold: float = 0.5, offset: float = 0.0, min_score: float = 0.0
+                   threshold: float = 0.5, offset: float = 0.0, min_score: float = 0.0, box: str = "interp"
                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per image: (xyxy float32 (N, 4), scores float32 (N,), labels int64 (N,) class indices, points
     float32 (N, 2)), one box per class whose probability sigmoid(pooled score) reaches min_score. The
@@ -256,7 +289,7 @@ def localize_batch(scores: torch.Tensor, maps: torch.Tensor, stride: float, imag
     out = []
     for p, mp in zip(probs, maps):
         labels = np.flatnonzero(p >= min_score)
-        locs = [localize(mp[c], stride, image_hw, threshold, offset) for c in labels]
+        locs = [localize(mp[c], stride, image_hw, threshold, offset, box) for c in labels]
         out.append((np.array([l.box for l in locs], np.float32).reshape(-1, 4), p[labels].astype(np.float32),
                     labels.astype(np.int64), np.array([l.point for l in locs], np.float32).reshape(-1, 2)))
     return out

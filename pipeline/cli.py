@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,10 +16,27 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's own warnings are 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages too: we report the file ourselves
 
 
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_device, default=None,
+                   help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N; default: the config's")
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="run config YAML (default: configs/default.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. tracker.max_age=30")
+    _add_device(p)
+
+
+def _overrides(a: argparse.Namespace, key: str = "detector.device") -> list[str]:
+    """The trailing KEY=VALUE overrides, with `--device` last (it wins)."""
+    return list(a.overrides) + ([f"{key}={a.device}"] if a.device else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("train_config", metavar="CONFIG", help="training config YAML, e.g. configs/train_dpfcn.yaml")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.steps=100")
+    _add_device(p)
 
     p = sub.add_parser("import-svanstrom", help="convert Svanstrom-style clips into flight folders")
     p.add_argument("src", help="folder with index.csv, ir/ and visible/")
@@ -94,7 +113,7 @@ def cmd_synth(a: argparse.Namespace) -> int:
 def cmd_process(a: argparse.Namespace) -> int:
     from pipeline.process import process
 
-    summary = process(a.flight, a.out, config=a.config, overrides=a.overrides, annotate=a.annotate,
+    summary = process(a.flight, a.out, config=a.config, overrides=_overrides(a), annotate=a.annotate,
                       modality=a.modality, max_frames=a.max_frames, progress=not a.no_progress)
     print(_process_report(summary, Path(a.out)))
     return 130 if summary.get("interrupted") else 0
@@ -114,7 +133,7 @@ def _process_report(summary: dict, out: Path) -> str:
 def cmd_live(a: argparse.Namespace) -> int:
     from pipeline.process import live
 
-    summary = live(a.source, a.thermal, modality=a.modality, config=a.config, overrides=a.overrides,
+    summary = live(a.source, a.thermal, modality=a.modality, config=a.config, overrides=_overrides(a),
                    max_frames=a.max_frames, seconds=a.seconds, out=a.out)
     print(json.dumps({"summary": summary}), file=sys.stderr)
     return 130 if summary.get("interrupted") else 0
@@ -123,7 +142,7 @@ def cmd_live(a: argparse.Namespace) -> int:
 def cmd_track(a: argparse.Namespace) -> int:
     from pipeline.process import track_file
 
-    n = track_file(a.detections, a.out, config=a.config, overrides=a.overrides)
+    n = track_file(a.detections, a.out, config=a.config, overrides=_overrides(a))
     print(f"{n} track rows written to {a.out}")
     return 0
 
@@ -154,7 +173,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_train(a: argparse.Namespace) -> int:
     from pipeline.train import train
 
-    best = train(a.train_config, a.overrides, resume=a.resume)
+    best = train(a.train_config, _overrides(a, "device"), resume=a.resume)
     print(f"best checkpoint: {best}")
     return 0
 

@@ -122,7 +122,7 @@ class WildcatDetector:
                     if crops[i][2] is not None:
                         maps[k] = self._mask(maps[k], crops[i][2], crops[i][1])
                 found = localize_batch(res["scores"], maps, m.stride, (h, w), m.cfg.box_threshold, m.offset,
-                                       self.min_score)
+                                       self.min_score, m.cfg.box)
                 for i, (xyxy, scores, labels, points) in zip(idx, found):
                     x0, y0 = crops[i][1][:2]
                     out[i] = Detections(xyxy + np.array([x0, y0, x0, y0], np.float32), scores, labels,

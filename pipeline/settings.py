@@ -123,6 +123,8 @@ def build_stages(cfg: RunConfig, source=None) -> list:
     d = cfg.detector
     detector = DetectorStage(build_detector_factory(d), d.min_score,
                              d.search_region if d.search == "gps" else None, d.search_crop)
+    camera = CameraMotionStage(cfg.camera_motion)
     if source is not None:
         detector.bind(source)
-    return [CameraMotionStage(cfg.camera_motion), detector, TrackerStage(cfg.tracker)]
+        camera.bind(source)
+    return [camera, detector, TrackerStage(cfg.tracker)]

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 
 from detectors.camera_motion import CameraMotionEstimator
-from pipeline.search_region import Box, SearchConfig, search_boxes_for_frame
+from pipeline.geometry import camera_matrix, stream_extrinsics
+from pipeline.search_region import Box, SearchConfig, search_boxes_for_frame, turret_pose
 from pipeline.types import Detections, FrameBundle
 from trackers.tracker import Tracker
 
@@ -42,25 +43,84 @@ class PerStream:
                 reset()
 
 
-class CameraMotionStage:
-    """Frame-to-frame homography (previous -> current) per stream, in `bundle.homographies`."""
+class FlightBound:
+    """A stage that reads a recorded flight's telemetry, stream specs and frame clocks once `bind(source)`
+    has handed them over (live and single-video sources have none)."""
+
+    telemetry: Any = None
+    specs: dict[str, Any] = {}
+    clocks: dict[str, Callable[[int], float]] = {}
+
+    def bind(self, source: Any) -> None:
+        """Take the telemetry, stream specs and frame clocks of a `FlightSource` (others have none)."""
+        flight = getattr(source, "flight", None)
+        self.telemetry = getattr(source, "telemetry", None)
+        self.specs = dict(flight.streams) if flight is not None else {}
+        self.clocks = {r.name: r.time_of for r in getattr(source, "readers", [])}
+
+
+class CameraMotionStage(FlightBound):
+    """Frame-to-frame homography (previous -> current) per stream, in `bundle.homographies`.
+
+    `source: image` estimates it from the images (detectors/camera_motion.py). `source: pose` takes it
+    from the turret's pose log once `bind(source)` has handed over a recorded flight's telemetry,
+    calibrations and frame clocks: the turret rotates about the cameras' centre, so a scene point's pixel
+    moves by the homography K R_cur R_prev^T K^-1 (R: the stream's ENU -> camera rotation at each frame's
+    time, mount angles included; lens distortion and the mount's offset, a few cm against targets tens of
+    metres away, are neglected). It costs no image processing, which the narrowed search needs (it looks at
+    a small part of each frame). Where the pose is unknown at either frame (no log, a gap, no
+    calibration, a live source) the image estimate is used for that frame; `report()` counts both."""
 
     name = "camera_motion"
 
     def __init__(self, cfg) -> None:
+        self.cfg = cfg
         self.models = PerStream(lambda s, m: CameraMotionEstimator(cfg))
+        self.prev: dict[str, tuple[str, Any]] = {}  # stream -> ("pose", rotation) or ("image", None)
+        self.counts: dict[str, dict[str, int]] = {}
 
     def __call__(self, bundle: FrameBundle) -> FrameBundle:
         for s in bundle.present():
+            c = self.counts.setdefault(s, {"pose": 0, "image": 0})
+            rot = self._rotation(s, bundle.frame_ids.get(s)) if self.cfg.source == "pose" else None
+            kind, before = self.prev.get(s, ("none", None))
             est = self.models.get(s, bundle.modalities.get(s, "rgb"))
+            if rot is not None:
+                self.prev[s] = ("pose", rot)
+                cal = self.specs[s].calibration
+                k = camera_matrix(cal)
+                bundle.homographies[s] = None if kind != "pose" else k @ rot @ before.T @ np.linalg.inv(k)
+                c["pose"] += kind == "pose"
+                continue
+            if kind == "pose":  # the estimator's previous image is stale: restart it on this frame
+                est.reset()
+            self.prev[s] = ("image", None)
             bundle.homographies[s] = est(to_gray(bundle.images[s]))
+            c["image"] += bundle.homographies[s] is not None
         return bundle
+
+    def _rotation(self, stream: str, frame: int | None) -> np.ndarray | None:
+        spec = self.specs.get(stream)
+        if self.telemetry is None or spec is None or spec.calibration is None or frame is None \
+                or stream not in self.clocks:
+            return None
+        cam = self.telemetry.camera_at(self.clocks[stream](frame))
+        if cam is None:
+            return None
+        return stream_extrinsics(turret_pose(cam)[0], spec.calibration)[0]
+
+    def report(self) -> dict[str, Any]:
+        """For the run summary: per stream, homographies from the pose log and from the images."""
+        if self.cfg.source != "pose":
+            return {}
+        return {"camera_motion": {s: dict(c) for s, c in self.counts.items()}}
 
     def reset(self) -> None:
         self.models.reset()
+        self.prev.clear()
 
 
-class DetectorStage:
+class DetectorStage(FlightBound):
     """Runs a detector per stream. `factory(stream, modality)` gives each stream's detector, whose
     `detect(image, homography)` returns arrays (xyxy, scores[, labels]) or a `Detections`. Streams
     given the same detector object that has `detect_many(images)` are batched in one call.
@@ -80,17 +140,7 @@ class DetectorStage:
         self.models = PerStream(factory)
         self.min_score = min_score
         self.search, self.search_crop = search, search_crop
-        self.telemetry: Any = None
-        self.specs: dict[str, Any] = {}
-        self.clocks: dict[str, Callable[[int], float]] = {}
         self.counts: dict[str, dict[str, float]] = {}
-
-    def bind(self, source: Any) -> None:
-        """Take the telemetry, stream specs and frame clocks of a `FlightSource` (others have none)."""
-        flight = getattr(source, "flight", None)
-        self.telemetry = getattr(source, "telemetry", None)
-        self.specs = dict(flight.streams) if flight is not None else {}
-        self.clocks = {r.name: r.time_of for r in getattr(source, "readers", [])}
 
     def __call__(self, bundle: FrameBundle) -> FrameBundle:
         by_model: dict[int, tuple[object, list[str]]] = {}

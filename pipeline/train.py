@@ -115,7 +115,7 @@ def prepare_flights(cfg: DataConfig, classes: list[str]) -> list[Path]:
             flights.append(folder)
     if cfg.svanstrom is not None:
         if list(classes) != list(SVANSTROM_CLASSES[:len(classes)]):
-            raise ConfigError(f"dpfcn.classes: Svanstrom labels need the classes {list(SVANSTROM_CLASSES)} in order")
+            raise ConfigError(f"classes: Svanstrom labels need the classes {list(SVANSTROM_CLASSES)} in order")
         root = resolve_path(cfg.svanstrom.root)
         flights += select_clips(import_svanstrom(root, cache / "svanstrom"), cfg.svanstrom)
     return flights
@@ -239,7 +239,7 @@ def wildcat_scores(model: torch.nn.Module, store: FrameStore, device: torch.devi
         image, boxes, labels, modality = store.frame(i)
         out = model(frame_tensor(image, device))
         (xyxy, scores, _, points), = localize_batch(out["scores"], out["maps"], model.stride, image.shape[:2],
-                                                    model.cfg.box_threshold, model.offset, 0.0)
+                                                    model.cfg.box_threshold, model.offset, 0.0, model.cfg.box)
         gt = boxes[labels == 1]
         matches, peaks, gt_rows, right = per_mod.setdefault(modality, (_Matches(), {}, [], []))
         matches.add(i, gt, xyxy, scores, points)

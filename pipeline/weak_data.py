@@ -16,7 +16,10 @@ Samples (`WeakCropDataset`): S x S crops at native resolution (scale jitter arou
   (positive); otherwise a crop that overlaps none of them (negative: the GPS says no cooperative drone
   is there), or the positive crop when 10 draws find no such place;
 - a present frame without search boxes: the whole frame, downscaled to fit S when larger (positive);
-- an absent frame: a crop anywhere (negative).
+- an absent frame: a crop anywhere (negative);
+- a Svanstrom clip's frame, of either label: the whole frame, downscaled to fit S when larger (so that
+  positives and negatives go through the same resampling, which the network could otherwise learn to tell
+  apart instead of drones from birds).
 Then a horizontal flip (p 0.5) and the photometric jitter of `pipeline.datasets`. Sample i of epoch e depends
 only on (seed, e, i).
 """
@@ -61,6 +64,7 @@ class WeakFrame:
     record: FrameRecord
     label: int  # 1 present, 0 absent
     regions: np.ndarray | None  # float32 (K, 4) xyxy search boxes of the drones in view; None: unknown
+    whole: bool = False  # a clip-labelled frame: always sampled whole
 
 
 class WeakFrames:
@@ -85,7 +89,7 @@ def _flight_frames(folder: Path, cfg: WeakConfig, every: int, jpeg: int | None) 
     records = FrameStore([folder], every=every, jpeg=jpeg).records
     info = clip_info(flight)
     if info is not None:
-        return [WeakFrame(r, int(info["label"] == "drone"), None) for r in records]
+        return [WeakFrame(r, int(info["label"] == "drone"), None, whole=True) for r in records]
     telemetry = load_flight_telemetry(flight)
     by_stream: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     out = []
@@ -126,10 +130,10 @@ class WeakCropDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         image = f.record.image()
         label = f.label
-        if not label:
-            crop = self._crop(image, None, None, rng)
-        elif f.regions is None:
+        if f.whole or (label and f.regions is None):
             crop = self._crop(image, np.array([0, 0, image.shape[1], image.shape[0]], np.float32), None, rng, fit=1.0)
+        elif not label:
+            crop = self._crop(image, None, None, rng)
         else:
             crop = None
             if rng.random() >= self.p_object:

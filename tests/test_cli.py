@@ -105,3 +105,19 @@ def test_process_and_evaluate_flight(tmp_path, small_flight):
     for s in scores.values():
         assert {"mota", "idf1", "ap50_11pt", "ap50_all", "coco_ap"} <= set(s)
         assert s["recall"] > 0.2  # the motion baseline finds a good share of drones even in 3 s
+
+
+def test_device_option(tmp_path, small_flight):
+    import torch
+    import yaml
+
+    out = tmp_path / "o"
+    assert main(["process", str(small_flight), "--out", str(out), "--config", "configs/wildcat_full.yaml",
+                 "--device", "cpu", "--max-frames", "2", "--no-progress"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["detector"]["device"] == "cpu"
+    code, _, err = run_cli("process", small_flight, "--out", tmp_path / "p", "--device", "gpu")
+    assert code == 2 and "'gpu' is not auto, cpu, cuda or cuda:N" in err
+    if not torch.cuda.is_available():
+        code, _, err = run_cli("process", small_flight, "--out", tmp_path / "q", "--config",
+                               "configs/wildcat_full.yaml", "--device", "cuda")
+        assert_one_line_error(code, err, "detector.device", "no CUDA")

@@ -160,16 +160,43 @@ def test_localize_box_point_and_clipping():
     m = torch.zeros(8, 8)
     m[2, 5], m[2, 6], m[3, 5] = 10.0, 6.0, 6.0
     m[6, 1], m[7, 7] = 7.0, -50.0  # a separate bright cell (not joined) and strong negative evidence
-    loc = localize(m, 8, (64, 64), threshold=0.5)
+    loc = localize(m, 8, (64, 64), threshold=0.5, box="cells")
     assert loc.peak == 10.0
     assert loc.box == pytest.approx((36.5, 12.5, 52.5, 28.5))  # cells 5..6 x 2..3, one stride each
     assert loc.point == pytest.approx((8 * (5 + 3 / 14) + 0.5, 8 * (2 + 3 / 14) + 0.5))  # parabola vertex
     corner = torch.zeros(4, 4)
     corner[0, 0] = 1.0
-    c = localize(corner, 8, (30, 30), threshold=0.5, offset=3.5)
+    c = localize(corner, 8, (30, 30), threshold=0.5, offset=3.5, box="cells")
     assert c.point == (4.0, 4.0) and c.box == (0.0, 0.0, 8.0, 8.0)
-    edge = localize(corner.T.flip(0), 8, (30, 30), threshold=0.5, offset=3.5)  # peak in the last row, 28 + 4 > 30
-    assert edge.box == (0.0, 24.0, 8.0, 30.0)
+    edge = localize(corner.T.flip(0), 8, (30, 30), threshold=0.5, offset=3.5, box="cells")  # peak in the last row
+    assert edge.box == (0.0, 24.0, 8.0, 30.0)  # 28 + 4 > 30: clipped
+
+
+def test_localize_interpolated_box():
+    # An isolated peak cell: the interpolated map reaches half the peak within half a cell of its centre,
+    # so the box is one stride wide, centred on it (cell (2, 5) centred at pixel 40.5, 16.5; offset 0).
+    m = torch.zeros(8, 8)
+    m[2, 5] = 10.0
+    loc = localize(m, 8, (64, 64), threshold=0.5)
+    assert loc.box == (36.0, 12.0, 45.0, 21.0)  # pixels 36..44: centres 36.5..44.5 within 4 px of 40.5
+    # A neighbour at 6 to the right: the map stays >= 5 up to (6 - 5) / 6 * 8 px past that cell's centre
+    # (it falls from 6 to 0 over 8 px): the box widens by a fraction of a cell, not by whole cells.
+    m[2, 6] = 6.0
+    loc = localize(m, 8, (64, 64), threshold=0.5)
+    x_end = 48.5 + 8 * (6 - 5) / 6  # cell 6's centre at 48.5, value falls from 6 to 0 over 8 px
+    assert loc.box[0] == 36.0 and loc.box[2] == pytest.approx(np.floor(x_end - 0.5) + 1)
+    assert loc.box[1] == 12.0 and loc.box[3] == 21.0
+    # lower threshold, wider box; a separate bright spot is never joined
+    m[2, 1] = 9.0
+    wide = localize(m, 8, (64, 64), threshold=0.2)
+    assert wide.box[0] > 16 and wide.box[2] > loc.box[2]
+    # at the map's corner the box reaches the image border (the map is held constant past the outer centres)
+    corner = torch.zeros(4, 4)
+    corner[0, 0] = 1.0
+    c = localize(corner, 8, (30, 30), threshold=0.5, offset=3.5)
+    assert c.box[:2] == (0.0, 0.0) and c.box[2:] == (8.0, 8.0)  # centre 4.0, half-max 4 px further
+    with pytest.raises(ValueError, match="box"):
+        localize(corner, 8, (30, 30), box="blob")
 
 
 def test_localize_batch_feeds_detections():

@@ -19,7 +19,7 @@ from pipeline.flight import load_flight
 from pipeline.models import WildcatDetector, load_model
 from pipeline.stages import crop_window
 from pipeline.train import _Matches
-from pipeline.weak_data import WeakConfig, WeakCropDataset, WeakFrames
+from pipeline.weak_data import WeakConfig, WeakCropDataset, WeakFrame, WeakFrames
 from pipeline.weak_labels import agreement, presence_labels
 
 
@@ -76,6 +76,33 @@ def test_crops_hold_or_avoid_the_search_box():
         assert away is None or away.max() < 255
     whole = ds._crop(image, np.array([0, 0, 300, 200], np.float32), None, np.random.default_rng(0), fit=1.0)
     assert whole.shape == (64, 64) and whole.max() > 100  # the whole frame, downscaled
+
+
+def test_clip_labelled_frames_are_sampled_whole_whatever_their_label():
+    # A Svanstrom clip frame has no search box: a positive is the whole frame downscaled; a negative must
+    # go through the same resampling, or the network learns the resampling instead of drones.
+    image = np.full((200, 300), 40, np.uint8)
+    image[:4, :4] = image[-4:, -4:] = 255  # opposite corners: both inside the crop only when it is whole
+
+    class Record:
+        def image(self):
+            return image
+
+    frames = WeakFrames([], WeakConfig())
+    ds = WeakCropDataset(frames, crop=64, scale=(0.9, 1.1))
+    for label in (0, 1):
+        frames.frames = [WeakFrame(Record(), label, None, whole=True)] * 8
+        for i in range(8):
+            crop = ds[i][0][0].numpy()
+            assert crop.shape == (64, 64) and ds[i][1].item() == label
+            assert bright_span(crop) > 40  # both corners: the whole frame's width, downscaled
+    frames.frames = [WeakFrame(Record(), 0, None)] * 8  # a negative frame of a GPS flight: a native crop
+    assert all(bright_span(ds[i][0][0].numpy()) < 40 for i in range(8))
+
+
+def bright_span(crop: np.ndarray) -> int:
+    cols = np.argwhere(crop > 0.5)[:, 1]
+    return int(cols.max() - cols.min()) if len(cols) else 0
 
 
 def test_point_ap_ranks_peaks_inside_grown_boxes():
