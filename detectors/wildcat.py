@@ -159,14 +159,17 @@ class Wildcat(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def class_maps(self, images: torch.Tensor) -> torch.Tensor:
-        return self.class_pool(self.transfer(self.backbone((images - self.mean) / self.std)))
+    def class_maps(self, images: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
+        """`flow` (a two-stream trunk's stacked optical flow, detectors/two_stream.py) goes to the backbone
+        as its second argument; without it the backbone is called on the images alone."""
+        x = (images - self.mean) / self.std
+        return self.class_pool(self.transfer(self.backbone(x) if flow is None else self.backbone(x, flow)))
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, flow: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         kmax, kmin, alpha = self.cfg.pool_params()
-        maps = self.class_maps(images)
+        maps = self.class_maps(images, flow)
         scores = wildcat_pool(maps, kmax, kmin, alpha)
-        scales = () if self.training else self.cfg.multiscale[1:]
+        scales = () if self.training or flow is not None else self.cfg.multiscale[1:]  # no flow pyramid yet
         if scales:
             h, w = images.shape[2:]
             all_maps, all_scores = [maps], [scores]

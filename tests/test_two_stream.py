@@ -140,6 +140,19 @@ def test_plugs_into_wildcat_without_flow():
     assert out["scores"].shape == (2, 2) and out["maps"].shape == (2, 2, 2, 2)
 
 
+def test_wildcat_passes_flow_to_the_trunk():
+    torch.manual_seed(0)
+    model = Wildcat(trunk(fusion="conv"), WildcatConfig()).eval()
+    images, flow = torch.rand(2, 3, 32, 32), torch.rand(2, 2 * L, 32, 32) * 2 - 1
+    with torch.no_grad():
+        none, zeros, moving = model(images), model(images, torch.zeros_like(flow)), model(images, flow)
+    torch.testing.assert_close(none["maps"], zeros["maps"])  # no flow = a zero flow stack
+    assert not torch.allclose(moving["maps"], none["maps"])  # the flow reaches the maps
+    model.train()
+    model(images, flow)["scores"].sum().backward()
+    assert model.backbone.flow.conv1.weight.grad.abs().sum() > 0
+
+
 def test_flow_weight_file_is_loaded(tmp_path):
     torch.manual_seed(7)
     src = build_backbone(BackboneConfig(width=0.125, in_channels=2 * L))
