@@ -265,9 +265,15 @@ def _rotation_homographies(p: np.ndarray, q: np.ndarray, focals: np.ndarray, cen
     return k @ (u @ vt) @ np.linalg.inv(k)
 
 
+def resize_matrix(sx: float, sy: float) -> np.ndarray:
+    """3x3 affine map of pixel coordinates from an image to that image resized by (sx, sy) with cv2.resize,
+    which keeps pixel centres: x_s = sx (x + 0.5) - 0.5. A homography H between full-size images is
+    A H A^-1 between the resized ones."""
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
 def _rescale(h: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     """Homography between downscaled images -> between full-resolution images (pixel centres kept)."""
-    sx, sy = scale
-    s = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    s = resize_matrix(*scale)
     full = np.linalg.inv(s) @ h @ s
     return full / full[2, 2]

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from detectors.camera_motion import resize_matrix
+
 PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
@@ -83,7 +85,8 @@ def flow_field(dis: cv2.DISOpticalFlow, prev: np.ndarray, cur: np.ndarray, homog
     valid = valid_s = None
     if homography is not None:
         homography = np.asarray(homography, np.float64)
-        hs = _to_small(homography, sx, sy)
+        a = resize_matrix(sx, sy)
+        hs = a @ homography @ np.linalg.inv(a)
         prev_s = cv2.warpPerspective(prev_s, hs, small, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         valid_s, valid = _covered(hs, small), _covered(homography, (w, h))
     flow = -dis.calc(cur_s, prev_s, None)  # cur(x) ~ prev(x + d): the motion prev -> cur at x is -d
@@ -109,13 +112,6 @@ def _covered(homography: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _resize(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return gray if size == gray.shape[::-1] else cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-
-
-def _to_small(homography: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """The homography in the resized image's pixels. cv2.resize maps pixel centres, x_s = sx (x + 0.5) - 0.5,
-    an affine map A; the small grid's homography is A H A^-1."""
-    a = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-    return a @ homography @ np.linalg.inv(a)
 
 
 def stack_flows(fields: list[np.ndarray], length: int) -> np.ndarray:

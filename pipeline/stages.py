@@ -58,6 +58,12 @@ class FlightBound:
         self.specs = dict(flight.streams) if flight is not None else {}
         self.clocks = {r.name: r.time_of for r in getattr(source, "readers", [])}
 
+    def frame_time(self, stream: str, frame: int | None) -> float | None:
+        """Video time of a stream's frame when telemetry, the stream's spec and its clock are bound."""
+        if self.telemetry is None or stream not in self.specs or frame is None or stream not in self.clocks:
+            return None
+        return self.clocks[stream](frame)
+
 
 class CameraMotionStage(FlightBound):
     """Frame-to-frame homography (previous -> current) per stream, in `bundle.homographies`.
@@ -100,14 +106,10 @@ class CameraMotionStage(FlightBound):
         return bundle
 
     def _rotation(self, stream: str, frame: int | None) -> np.ndarray | None:
-        spec = self.specs.get(stream)
-        if self.telemetry is None or spec is None or spec.calibration is None or frame is None \
-                or stream not in self.clocks:
-            return None
-        cam = self.telemetry.camera_at(self.clocks[stream](frame))
-        if cam is None:
-            return None
-        return stream_extrinsics(turret_pose(cam)[0], spec.calibration)[0]
+        t = self.frame_time(stream, frame)
+        cal = None if t is None else self.specs[stream].calibration
+        cam = None if cal is None else self.telemetry.camera_at(t)
+        return None if cam is None else stream_extrinsics(turret_pose(cam)[0], cal)[0]
 
     def report(self) -> dict[str, Any]:
         """For the run summary: per stream, homographies from the pose log and from the images."""
@@ -186,11 +188,11 @@ class DetectorStage(FlightBound):
 
     def _search_boxes(self, bundle: FrameBundle, stream: str, size: tuple[int, int]) -> list[Box] | None:
         """The search boxes of the cooperative drones that can be in view; None: unknown (whole frame)."""
-        spec, frame = self.specs.get(stream), bundle.frame_ids.get(stream)
-        if self.telemetry is None or spec is None or frame is None or stream not in self.clocks:
+        t = self.frame_time(stream, bundle.frame_ids.get(stream))
+        if t is None:
             return None
-        sample = self.telemetry.sample(self.clocks[stream](frame))  # at this stream's own frame time
-        found = search_boxes_for_frame(sample, self.telemetry, spec, self.search, size)
+        sample = self.telemetry.sample(t)  # at this stream's own frame time
+        found = search_boxes_for_frame(sample, self.telemetry, self.specs[stream], self.search, size)
         return None if found is None else [b for _, b in found if b is not None]
 
     def report(self) -> dict[str, Any]:
