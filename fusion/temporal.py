@@ -16,6 +16,10 @@
    where s_prev is the value at the track's last observation (missed updates do not decay it). A track
    missing from `max_missed` consecutive updates is forgotten (a later detection with its id starts
    afresh). Negative ids (detections not yet in a track) pass through unsmoothed.
+
+On a moving turret a recurrent state must follow the image: `warp_maps` carries the previous frame's maps
+onto the current grid with the turret's homography, and `RecurrentMaps` runs option 1 on a trained
+detector's fused maps (tools/bench_temporal.py trains and measures it against option 2).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -138,3 +143,38 @@ class ScoreFilter:
         """The track's current smoothed score (NaN when unknown or forgotten)."""
         got = self._tracks.get(int(track_id))
         return math.nan if got is None else got[0]
+
+
+def warp_maps(maps: Tensor, homography: Tensor, stride: int) -> Tensor:
+    """Carry a previous frame's stride-`stride` maps (B, C, h, w) onto the current frame's grid, given the
+    pixel homographies previous -> current frame (B, 3, 3) (OpenCV pixel coordinates, pixel k at k): each
+    current cell centre ((j + 0.5) * stride - 0.5 px) is taken back through H^-1 and the previous maps are
+    sampled there bilinearly; cells the previous frame did not see get zeros (a fresh state). A turret that
+    slews moves the whole image, so a recurrent state must follow it or it smears targets over the map."""
+    b, c, h, w = maps.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=maps.dtype, device=maps.device),
+                            torch.arange(w, dtype=maps.dtype, device=maps.device), indexing="ij")
+    cur = torch.stack([(xs + 0.5) * stride - 0.5, (ys + 0.5) * stride - 0.5, torch.ones_like(xs)], -1)
+    inv = torch.linalg.inv(homography.to(maps.dtype))  # (B, 3, 3)
+    prev = torch.einsum("bij,hwj->bhwi", inv, cur)
+    prev = prev[..., :2] / prev[..., 2:].clamp_min(1e-9)
+    cell = (prev + 0.5) / stride - 0.5  # previous grid's cell coordinates
+    grid = torch.stack([(cell[..., 0] + 0.5) / w * 2 - 1, (cell[..., 1] + 0.5) / h * 2 - 1], -1)
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class RecurrentMaps(nn.Module):
+    """Option 1 on a trained detector: a ConvGRU over its fused maps, state carried between frames with the
+    turret's motion (`warp_maps`), added back residually: f' = f + merge(h), h = GRU(f, warp(h_prev)).
+    `merge` starts at zero, so before training the detector is unchanged. forward(f, state) -> (f', h)."""
+
+    def __init__(self, channels: int, hidden: int = 16, kernel: int = 3):
+        super().__init__()
+        self.cell = ConvGRUCell(channels, hidden, kernel)
+        self.merge = nn.Conv2d(hidden, channels, 1)
+        nn.init.zeros_(self.merge.weight)
+        nn.init.zeros_(self.merge.bias)
+
+    def forward(self, f: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h = self.cell(f, state)
+        return f + self.merge(h), h

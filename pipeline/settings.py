@@ -10,7 +10,7 @@ from detectors.motion import MotionConfig, MotionDetector
 from pipeline.config import apply_overrides, from_dict, load_yaml, require
 from pipeline.errors import ConfigError
 from pipeline.search_region import SearchConfig
-from pipeline.stages import CameraMotionStage, DetectorStage, TrackerStage
+from pipeline.stages import CameraMotionStage, DetectorStage, ScoreSmoothingStage, TrackerStage
 from trackers.tracker import TrackerConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -19,7 +19,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 @dataclass
 class DetectorSettings:
-    kind: Literal["motion", "dpfcn", "wildcat"] = "motion"
+    kind: Literal["motion", "dpfcn", "wildcat", "fusion"] = "motion"
     min_score: float = 0.0
     motion: MotionConfig = field(default_factory=MotionConfig)
     checkpoint: str | None = None  # learned kinds: the checkpoint file (relative: cwd, else the project root)
@@ -30,6 +30,10 @@ class DetectorSettings:
     search: Literal["full", "gps"] = "full"
     search_region: SearchConfig = field(default_factory=SearchConfig)
     search_crop: int = 96  # px: smallest side of the crop around a search box (context for the network)
+    # fusion: the camera whose pixel grid the model sees (the other is registered onto it through the
+    # calibrations), and modalities to treat as offline (e.g. [thermal]: the model runs on RGB alone)
+    reference: Literal["rgb", "thermal"] = "thermal"
+    drop: list[Literal["rgb", "thermal"]] = field(default_factory=list)
 
     def validate(self, prefix: str) -> None:
         require(0.0 <= self.min_score <= 1.0, prefix + "min_score", "must be in [0, 1]")
@@ -38,6 +42,9 @@ class DetectorSettings:
         require(self.search_crop >= 16, prefix + "search_crop", "must be at least 16 px")
         require(self.kind == "motion" or self.checkpoint is not None or bool(self.checkpoint_by_modality),
                 prefix + "checkpoint", f"a {self.kind!r} detector needs a checkpoint file")
+        require(not self.drop or self.kind == "fusion", prefix + "drop", "only a fusion detector drops modalities")
+        require(self.kind != "fusion" or not self.checkpoint_by_modality, prefix + "checkpoint_by_modality",
+                "a fusion detector is one model for both cameras: give checkpoint")
         for m in self.checkpoint_by_modality:
             require(m in ("rgb", "thermal"), prefix + "checkpoint_by_modality", f"{m!r} is not rgb or thermal")
         require(self.device in ("auto", "cpu") or self.device.startswith("cuda"), prefix + "device",
@@ -45,10 +52,25 @@ class DetectorSettings:
 
 
 @dataclass
+class SmoothingSettings:
+    """Temporal smoothing of detections over time: `score` filters each track's score recurrently
+    (pipeline.stages.ScoreSmoothingStage); `none` reports the tracker's tracks as they are."""
+
+    kind: Literal["none", "score"] = "none"
+    alpha: float = 0.5  # weight of the newest score in the exponential average
+    min_score: float = 0.3  # tracks whose averaged score is below are not reported
+
+    def validate(self, prefix: str) -> None:
+        require(0.0 < self.alpha <= 1.0, prefix + "alpha", "must be in (0, 1]")
+        require(0.0 <= self.min_score <= 1.0, prefix + "min_score", "must be in [0, 1]")
+
+
+@dataclass
 class RunConfig:
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     camera_motion: CameraMotionConfig = field(default_factory=CameraMotionConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
     streams: list[str] | None = None  # which streams of a flight to process; default all
     pair_tolerance: float | None = None  # seconds; default half the shortest frame period
     queue_size: int = 8
@@ -118,13 +140,37 @@ def build_detector_factory(cfg: DetectorSettings):
     return factory
 
 
+def build_fusion_stage(cfg: DetectorSettings):
+    from detectors.inference import pick_device
+    from pipeline.fusion_stage import FusionStage
+    from pipeline.models import load_model
+
+    try:
+        device = pick_device(cfg.device)
+    except ValueError as e:
+        raise ConfigError(f"detector.device: {e}") from None
+    model, _ = load_model(cfg.checkpoint, "fusion")
+    missing = set(cfg.drop) - set(model.cfg.modalities)
+    if missing:
+        raise ConfigError(f"detector.drop: {', '.join(sorted(missing))} is not an input of {cfg.checkpoint}")
+    if set(cfg.drop) >= set(model.cfg.modalities):
+        raise ConfigError("detector.drop: drops every input of the model")
+    return FusionStage(model, device, cfg.min_score, cfg.reference, cfg.drop)
+
+
 def build_stages(cfg: RunConfig, source=None) -> list:
     """The configured stages; `source` (a recorded flight) is bound to those that read its telemetry."""
     d = cfg.detector
-    detector = DetectorStage(build_detector_factory(d), d.min_score,
-                             d.search_region if d.search == "gps" else None, d.search_crop)
+    if d.kind == "fusion":
+        detector = build_fusion_stage(d)
+    else:
+        detector = DetectorStage(build_detector_factory(d), d.min_score,
+                                 d.search_region if d.search == "gps" else None, d.search_crop)
     camera = CameraMotionStage(cfg.camera_motion)
     if source is not None:
         detector.bind(source)
         camera.bind(source)
-    return [camera, detector, TrackerStage(cfg.tracker)]
+    stages = [camera, detector, TrackerStage(cfg.tracker)]
+    if cfg.smoothing.kind == "score":
+        stages.append(ScoreSmoothingStage(cfg.smoothing.alpha, cfg.smoothing.min_score))
+    return stages

@@ -88,7 +88,7 @@ class CameraMotionStage(FlightBound):
     def __call__(self, bundle: FrameBundle) -> FrameBundle:
         for s in bundle.present():
             c = self.counts.setdefault(s, {"pose": 0, "image": 0})
-            rot = self._rotation(s, bundle.frame_ids.get(s)) if self.cfg.source == "pose" else None
+            rot = self.rotation(s, bundle.frame_ids.get(s)) if self.cfg.source == "pose" else None
             kind, before = self.prev.get(s, ("none", None))
             est = self.models.get(s, bundle.modalities.get(s, "rgb"))
             if rot is not None:
@@ -105,7 +105,8 @@ class CameraMotionStage(FlightBound):
             c["image"] += bundle.homographies[s] is not None
         return bundle
 
-    def _rotation(self, stream: str, frame: int | None) -> np.ndarray | None:
+    def rotation(self, stream: str, frame: int | None) -> np.ndarray | None:
+        """The stream's ENU -> camera rotation at a frame, from the pose log (None where unknown)."""
         t = self.frame_time(stream, frame)
         cal = None if t is None else self.specs[stream].calibration
         cam = None if cal is None else self.telemetry.camera_at(t)
@@ -257,3 +258,43 @@ class TrackerStage:
     def reset(self) -> None:
         self.models.reset()
         self.recent.clear()
+
+
+class ScoreSmoothingStage:
+    """Temporal smoothing of per-track scores (fusion.temporal.ScoreFilter, one per stream): each reported
+    track's score becomes the exponential average of its detections' scores, and tracks whose average is
+    below `min_score` are not reported (their tentative-time rows revealed at this frame are dropped too).
+    A track confirmed on a run of weak, flickering peaks is thereby held back, one that keeps strong
+    detections passes at once. Runs after the tracker."""
+
+    name = "smoothing"
+
+    def __init__(self, alpha: float = 0.5, min_score: float = 0.3, max_missed: int = 30) -> None:
+        from fusion.temporal import ScoreFilter
+
+        self.min_score = min_score
+        self.models = PerStream(lambda s, m: ScoreFilter(alpha, max_missed))
+        self.held = 0
+
+    def __call__(self, bundle: FrameBundle) -> FrameBundle:
+        for s, tracks in list(bundle.tracks.items()):
+            f = self.models.get(s, "")
+            if tracks.track_ids is None or not len(tracks):
+                f.update(np.zeros(0, np.int64), np.zeros(0, np.float32))
+                continue
+            smoothed = f.update(tracks.track_ids, tracks.scores)
+            keep = smoothed >= self.min_score
+            self.held += int((~keep).sum())
+            bundle.tracks[s] = Detections(tracks.xyxy[keep], smoothed[keep].astype(np.float32),
+                                          track_ids=tracks.track_ids[keep])
+            if s in bundle.late_tracks:
+                late = [(fr, d[np.array([f.value(t) >= self.min_score for t in d.track_ids], bool)])
+                        for fr, d in bundle.late_tracks[s]]
+                bundle.late_tracks[s] = [(fr, d) for fr, d in late if len(d)]
+        return bundle
+
+    def report(self) -> dict[str, Any]:
+        return {"smoothing": {"track_rows_held_back": self.held}}
+
+    def reset(self) -> None:
+        self.models.reset()

@@ -3,7 +3,9 @@ training loop, validate on held-out clips, write checkpoints, resume.
 
 `model: dpfcn` trains on boxes (pipeline.datasets); `model: wildcat` on frame-level labels only
 (pipeline.weak_data: presence from GPS-RTK and geometry, or from the ground truth, and Svanstrom clip
-labels), validated by pointing accuracy and AP50 of its localized boxes (`wildcat_scores`).
+labels), validated by pointing accuracy and AP50 of its localized boxes (`wildcat_scores`); `model: fusion`
+on paired, registered RGB + thermal frames of synthetic flights (pipeline.fusion_data), validated by drone
+AP50 on the reference grid.
 
 OUT (the config's `out`) receives `last.pt` (every validation, with the optimizer state: `--resume`
 continues from it), `best.pt` (the best validation score so far), `log.txt`, `config.yaml` and, when
@@ -29,6 +31,8 @@ from pipeline.config import apply_overrides, from_dict, load_yaml, require, to_d
 from pipeline.datasets import DetectionDataset, FrameStore, collate, split_by_clip
 from pipeline.detmetrics import average_precision, pointing_accuracy, pr_curve
 from pipeline.errors import ConfigError, DronetrackError, InputError
+from fusion.detector import FusionDetectorConfig
+from pipeline.fusion_data import FusionDataConfig
 from pipeline.models import WildcatModelConfig, build_model, resolve_path
 from pipeline.flight import load_flight
 from pipeline.svanstrom import SVANSTROM_CLASSES, clip_info, import_svanstrom
@@ -73,10 +77,12 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     out: str
-    model: Literal["dpfcn", "wildcat"] = "dpfcn"
+    model: Literal["dpfcn", "wildcat", "fusion"] = "dpfcn"
     dpfcn: DPFCNConfig = field(default_factory=DPFCNConfig)
     wildcat: WildcatModelConfig = field(default_factory=WildcatModelConfig)
+    fusion: FusionDetectorConfig = field(default_factory=FusionDetectorConfig)
     weak: WeakConfig = field(default_factory=WeakConfig)  # wildcat only: frame labels, crops, validation
+    paired: FusionDataConfig = field(default_factory=FusionDataConfig)  # fusion only: reference grid, crops
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
@@ -90,6 +96,8 @@ class TrainConfig:
     def validate(self, prefix: str) -> None:
         require(self.model != "wildcat" or self.wildcat.classes == ["drone"], prefix + "wildcat.classes",
                 "WILDCAT learns drone presence only: classes must be [drone]")
+        require(self.model != "fusion" or self.data.svanstrom is None, prefix + "data.svanstrom",
+                "the fusion detector trains on paired RGB + thermal flights: set it to null")
 
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -261,6 +269,20 @@ def wildcat_scores(model: torch.nn.Module, store: FrameStore, device: torch.devi
     return result
 
 
+def fusion_training(cfg: TrainConfig, train_f: list[Path], val_f: list[Path], device: torch.device, log):
+    """(dataset, loss_fn, collate_fn, validate) of the fusion detector: paired samples of the flights."""
+    from pipeline.fusion_data import FusionCropDataset, collate_fusion, full_frames, fusion_ap, fusion_loss, \
+        paired_samples
+
+    m, p = cfg.fusion, cfg.paired
+    train_s = [s for f in train_f for s in paired_samples(f, m.modalities, p.reference, m.flow, p.every)]
+    val_s = [s for f in val_f for s in paired_samples(f, m.modalities, p.reference, m.flow, p.val_every)]
+    log(f"{len(train_s)} training frames, {len(val_s)} validation frames (paired on the {p.reference} grid)")
+    items = full_frames(val_s, m.modalities)
+    dataset = FusionCropDataset(train_s, m.modalities, p.crop, p.p_object, cfg.seed)
+    return dataset, fusion_loss(device), collate_fusion, lambda model: fusion_ap(model, items, device)
+
+
 def train(config: str | Path, overrides: list[str] | None = None, resume: bool = False,
           log_to_stdout: bool = True) -> Path:
     """Train as configured; returns the best checkpoint's path."""
@@ -287,7 +309,10 @@ def train(config: str | Path, overrides: list[str] | None = None, resume: bool =
     flights = prepare_flights(cfg.data, mcfg.classes)
     train_f, val_f = split_by_clip(flights, cfg.data.val_fraction, cfg.seed)
     log(f"{len(train_f)} training clips, {len(val_f)} validation clips: {', '.join(p.name for p in val_f)}")
-    val_store = FrameStore(val_f, every=cfg.data.val_every, jpeg=cfg.data.jpeg)
+    if cfg.model == "fusion":
+        dataset, loss_fn, collate_fn, validate = fusion_training(cfg, train_f, val_f, device, log)
+    else:
+        val_store = FrameStore(val_f, every=cfg.data.val_every, jpeg=cfg.data.jpeg)
     if cfg.model == "wildcat":
         frames = WeakFrames(train_f, cfg.weak, every=cfg.data.every, jpeg=cfg.data.jpeg)
         pos, neg = frames.counts()
@@ -296,7 +321,7 @@ def train(config: str | Path, overrides: list[str] | None = None, resume: bool =
         dataset = WeakCropDataset(frames, cfg.data.crop, cfg.data.p_object, cfg.seed, cfg.weak.scale)
         loss_fn, collate_fn = presence_loss(device), None
         validate = lambda m: wildcat_scores(m, val_store, device, cfg.weak.point_tolerance, cfg.weak.best)
-    else:
+    elif cfg.model == "dpfcn":
         train_store = FrameStore(train_f, every=cfg.data.every, jpeg=cfg.data.jpeg)
         log(f"{len(train_store)} training frames, {len(val_store)} validation frames")
         dataset = DetectionDataset(train_store, crop=cfg.data.crop, p_object=cfg.data.p_object, seed=cfg.seed)

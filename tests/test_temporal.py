@@ -126,3 +126,47 @@ def test_score_filter_alpha_one_and_errors():
         ScoreFilter(alpha=0.0)
     f.reset()
     assert len(f) == 0 and f.step == 0
+
+
+# ---------------------------------------------------------------------------------------------- warp_maps
+
+
+def test_warp_maps_follows_the_turret():
+    from fusion.temporal import warp_maps
+
+    maps = torch.zeros(2, 1, 6, 8)
+    maps[:, 0, 2, 3] = 1.0
+    # The image moved 8 px right and 4 px down (2 and 1 cells at stride 4): the state moves with it.
+    shift = torch.tensor([[1.0, 0.0, 8.0], [0.0, 1.0, 4.0], [0.0, 0.0, 1.0]])
+    out = warp_maps(maps, torch.stack([shift, torch.eye(3)]), 4)
+    assert out[0, 0].nonzero().tolist() == [[3, 5]] and out[0, 0, 3, 5].item() == pytest.approx(1.0)
+    assert torch.allclose(out[1], maps[1])  # identity: unchanged
+    # Cells the previous frame did not see start from zero.
+    far = torch.tensor([[1.0, 0.0, 400.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert warp_maps(torch.ones(1, 2, 6, 8), far[None], 4).abs().max().item() == 0.0
+
+
+def test_warp_maps_half_cell_shift_interpolates():
+    from fusion.temporal import warp_maps
+
+    maps = torch.zeros(1, 1, 4, 4)
+    maps[0, 0, 1, 1] = 1.0
+    half = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # 2 px = half a stride-4 cell
+    out = warp_maps(maps, half[None], 4)[0, 0]
+    assert out[1, 1].item() == pytest.approx(0.5) and out[1, 2].item() == pytest.approx(0.5)
+    assert out.sum().item() == pytest.approx(1.0)
+
+
+def test_recurrent_maps_start_as_the_identity_and_learn():
+    from fusion.temporal import RecurrentMaps
+
+    torch.manual_seed(0)
+    rec = RecurrentMaps(4, hidden=3)
+    f = torch.randn(2, 4, 5, 6)
+    out, h = rec(f)
+    assert torch.equal(out, f) and h.shape == (2, 3, 5, 6)  # merge starts at zero: the detector is unchanged
+    out2, h2 = rec(f, h)
+    assert h2.shape == h.shape and not torch.equal(h2, h)  # the state carries over
+    loss = (rec(f, h)[0] - 1).pow(2).mean()
+    loss.backward()
+    assert rec.merge.weight.grad.abs().sum() > 0
