@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import cv2
 import numpy as np
 import torch
 
@@ -21,9 +22,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def image_channels(image: np.ndarray, c: int) -> np.ndarray:
+    """uint8 BGR or grey (H, W[, 3]) -> (H, W, c): RGB order for 3 channels, grey for 1."""
+    if c == 1:
+        return (cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image)[..., None]
+    return image[..., ::-1] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+
+
 def to_tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """Same-size uint8 BGR or grey images -> float RGB (B, 3, H, W) in [0, 1] on device."""
-    arr = np.stack([im[..., ::-1] if im.ndim == 3 else np.repeat(im[..., None], 3, axis=2) for im in images])
+    arr = np.stack([image_channels(im, 3) for im in images])
     return torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 

@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from detectors.camera_motion import CameraMotionConfig
+from detectors.inference import image_channels
 from fusion.detector import MODALITY_CHANNELS
-from fusion.multitask import encode_targets
 from pipeline.config import require
 from pipeline.datasets import photometric
+from pipeline.evaluate import drone_rows
 from pipeline.flight import Flight, load_flight
-from pipeline.fusion_stage import FusionInputs, image_channels
+from pipeline.fusion_stage import FusionInputs, collate_fusion, frame_item
 from pipeline.geometry import camera_matrix, geodetic_to_enu
 from pipeline.motio import read_mot
 from pipeline.sources import FlightSource
@@ -79,8 +80,8 @@ def _gt_by_frame(flight: Flight, stream: str) -> dict[int, tuple[np.ndarray, np.
     path = flight.gt_path(stream)
     if path is None:
         return {}
-    rows = read_mot(path)
-    rows = rows[(rows[:, 6] != 0) & np.isin(rows[:, 7], (-1, 0, 1))]
+    rows = drone_rows(read_mot(path))
+    rows = rows[rows[:, 6] != 0]
     out = {}
     for f in np.unique(rows[:, 0]).astype(int):
         r = rows[rows[:, 0] == f]
@@ -136,7 +137,7 @@ def _read_pairs(folder: str | Path, reference: str, flow: int, every: int) -> li
     camera = CameraMotionStage(CameraMotionConfig(source="pose"))
     camera.bind(source)
     inputs = FusionInputs(modalities, reference, flow)
-    inputs.bind(flight.streams)
+    inputs.bind(flight.streams, flight.root / "flight.yaml")
     ref = next((s for s, sp in flight.streams.items() if sp.modality == reference), None)
     if ref is None:
         raise ValueError(f"{folder}: no {reference} stream to register onto")
@@ -232,43 +233,10 @@ class FusionCropDataset(torch.utils.data.Dataset):
                 "aux": row, "size": (ch, cw), "origin": (x0, y0)}
 
 
-def collate_fusion(items: list[dict]) -> dict:
-    """-> {"images": [per modality (B, C, H, W) or None], "present": (B, M), "flow", "boxes": [..], "aux"}."""
-    mods = list(items[0]["images"])
-    present = torch.tensor([[it["images"][m] is not None for m in mods] for it in items], dtype=torch.bool)
-    h, w = items[0]["size"]
-    images = []
-    for mi, m in enumerate(mods):
-        if not bool(present[:, mi].any()):
-            images.append(None)
-            continue
-        ch = MODALITY_CHANNELS[m]
-        images.append(torch.stack([it["images"][m] if it["images"][m] is not None else torch.zeros(ch, h, w)
-                                   for it in items]))
-    flow = None
-    if any(it["flow"] is not None for it in items):
-        ref = next(it["flow"] for it in items if it["flow"] is not None)
-        flow = torch.stack([it["flow"] if it["flow"] is not None else torch.zeros_like(ref) for it in items])
-    aux = np.stack([it["aux"] for it in items])
-    targets = encode_targets(range_m=aux[:, 0], pan_deg=aux[:, 1], tilt_deg=aux[:, 2], signature=aux[:, 3])
-    return {"images": images, "present": present, "flow": flow, "boxes": [it["boxes"] for it in items],
-            "aux": targets}
-
-
 def full_frames(samples: list[PairedSample], modalities: list[str]) -> list[dict]:
     """Validation items: whole frames, no augmentation."""
-    out = []
-    for s in samples:
-        images = {}
-        for m in modalities:
-            im = s.images.get(m)
-            images[m] = None if im is None else torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1), np.float32) / 255)
-        ref_im = next(im for im in s.images.values() if im is not None)
-        flow = None if s.flow is None else torch.from_numpy(s.flow.astype(np.float32) / 127)
-        out.append({"images": images, "flow": flow, "boxes": torch.as_tensor(s.boxes), "aux": np.full(4, np.nan, np.float32),
-                    "size": ref_im.shape[:2]})
-    return out
-
+    return [frame_item({m: s.images.get(m) for m in modalities}, None if s.flow is None else s.flow.astype(np.float32) / 127,
+                       s.boxes) for s in samples]
 
 
 # ---------------------------------------------------------------------------------------------- training

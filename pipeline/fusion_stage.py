@@ -21,14 +21,17 @@ operator needs to point it, and what lets every model be scored on the same grou
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from detectors.flow import FlowConfig, FlowStack
-from fusion.detector import FusionDetector, decode
+from detectors.inference import image_channels
+from fusion.detector import MODALITY_CHANNELS, FusionDetector, decode
+from fusion.multitask import encode_targets
+from pipeline.errors import InputError
 from pipeline.registration import Registration
 from pipeline.stages import FlightBound, to_gray
 from pipeline.types import Detections, FrameBundle
@@ -51,15 +54,17 @@ class FusionInputs:
     def __init__(self, modalities: list[str], reference: str = "thermal", flow: int = 0,
                  drop: list[str] | tuple[str, ...] = (), flow_cfg: FlowConfig | None = None) -> None:
         self.modalities, self.reference, self.drop = list(modalities), reference, set(drop)
-        self.flow_cfg = None if flow <= 0 else FlowConfig(**{**(flow_cfg.__dict__ if flow_cfg else {}), "length": flow})
+        self.flow_cfg = None if flow <= 0 else replace(flow_cfg or FlowConfig(), length=flow)
         self.specs: dict[str, Any] = {}
         self.registrations: dict[str, Registration] = {}  # other stream -> its registration onto the grid
         self.flows: dict[str, FlowStack] = {}
         self.reference_stream: str | None = None
+        self.where: Any = None
 
-    def bind(self, specs: dict[str, Any]) -> None:
-        """A recorded flight's stream specs: the reference stream and the registrations of the others."""
-        self.specs = dict(specs)
+    def bind(self, specs: dict[str, Any], where: Any = None) -> None:
+        """A recorded flight's stream specs: the reference stream and the registrations of the others.
+        `where` (the flight.yaml path) is named when a frame's size disagrees with its spec."""
+        self.specs, self.where = dict(specs), where
         self.registrations = {}
         ref = self._stream_of(self.reference, {s: sp.modality for s, sp in self.specs.items()})
         self.reference_stream = ref
@@ -82,6 +87,8 @@ class FusionInputs:
     def __call__(self, bundle: FrameBundle) -> GridInputs | None:
         """None when no stream the model takes has a usable image at this instant."""
         mods = bundle.modalities
+        if self.registrations:
+            self._check_sizes(bundle)
         ref = self._stream_of(self.reference, mods)
         ref_spec = self.specs.get(ref) if ref is not None else None
         images: dict[str, np.ndarray | None] = dict.fromkeys(self.modalities)
@@ -114,40 +121,61 @@ class FusionInputs:
         return GridInputs(grid, (w, h), images, flow)
 
 
-def to_model_inputs(batch: list[GridInputs], modalities: list[str], flow: int, device: torch.device
-                    ) -> tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor | None]:
-    """Same-size GridInputs -> (images per modality (B, C, H, W) in [0, 1] or None, present (B, M), flow)."""
-    from fusion.detector import MODALITY_CHANNELS
+    def _check_sizes(self, bundle: FrameBundle) -> None:
+        """Registration maps are built from flight.yaml's width and height: frames must have that size."""
+        for s in bundle.present():
+            sp = self.specs.get(s)
+            h, w = bundle.images[s].shape[:2]
+            if sp is not None and sp.width is not None and (sp.width, sp.height) != (w, h):
+                raise InputError(f"stream {s!r}: frames are {w}x{h}, but its width and height say "
+                                 f"{sp.width}x{sp.height}", self.where)
 
-    w, h = batch[0].size
-    present = torch.tensor([[g.images[m] is not None for m in modalities] for g in batch], dtype=torch.bool)
-    images: list[torch.Tensor | None] = []
-    for mi, m in enumerate(modalities):
+
+def frame_item(images: dict[str, np.ndarray | None], flow: np.ndarray | None = None,
+               boxes: np.ndarray | None = None) -> dict:
+    """One whole frame as a model-input item (what `collate_fusion` batches): images per modality as uint8
+    (H, W, C) in the model's channels (see `image_channels`) or None, flow (2L, H, W) float32 or None."""
+    ref = next(im for im in images.values() if im is not None)
+    return {"images": {m: None if im is None else
+                       torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1), np.float32) / 255)
+                       for m, im in images.items()},
+            "flow": None if flow is None else torch.from_numpy(np.asarray(flow, np.float32)),
+            "boxes": torch.as_tensor(np.zeros((0, 4), np.float32) if boxes is None else boxes),
+            "aux": np.full(4, np.nan, np.float32), "size": ref.shape[:2]}
+
+
+def collate_fusion(items: list[dict]) -> dict:
+    """Items of one size -> {"images": [per modality (B, C, H, W) or None], "present": (B, M), "flow"
+    (B, 2L, H, W) or None, "boxes": [(N_i, 4)], "aux": ROCK targets}; absent images and flows are zeros."""
+    mods = list(items[0]["images"])
+    present = torch.tensor([[it["images"][m] is not None for m in mods] for it in items], dtype=torch.bool)
+    h, w = items[0]["size"]
+    images = []
+    for mi, m in enumerate(mods):
         if not bool(present[:, mi].any()):
             images.append(None)
             continue
-        c = MODALITY_CHANNELS[m]
-        arr = np.zeros((len(batch), h, w, c), np.uint8)
-        for i, g in enumerate(batch):
-            im = g.images[m]
-            if im is not None:
-                arr[i] = image_channels(im, c)
-        images.append(torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float().div_(255.0))
-    fl = None
-    if flow > 0:
-        fl = torch.zeros(len(batch), 2 * flow, h, w)
-        for i, g in enumerate(batch):
-            if g.flow is not None:
-                fl[i] = torch.from_numpy(g.flow)
-        fl = fl.to(device)
-    return images, present.to(device), fl
+        ch = MODALITY_CHANNELS[m]
+        images.append(torch.stack([it["images"][m] if it["images"][m] is not None else torch.zeros(ch, h, w)
+                                   for it in items]))
+    flow = None
+    if any(it["flow"] is not None for it in items):
+        ref = next(it["flow"] for it in items if it["flow"] is not None)
+        flow = torch.stack([it["flow"] if it["flow"] is not None else torch.zeros_like(ref) for it in items])
+    aux = np.stack([it["aux"] for it in items])
+    targets = encode_targets(range_m=aux[:, 0], pan_deg=aux[:, 1], tilt_deg=aux[:, 2], signature=aux[:, 3])
+    return {"images": images, "present": present, "flow": flow, "boxes": [it["boxes"] for it in items],
+            "aux": targets}
 
 
-def image_channels(image: np.ndarray, c: int) -> np.ndarray:
-    """uint8 BGR or grey -> (H, W, c): RGB order for 3 channels, grey for 1."""
-    if c == 1:
-        return (to_gray(image) if image.ndim == 3 else image)[..., None]
-    return image[..., ::-1] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+def to_model_inputs(batch: list[GridInputs], modalities: list[str], flow: int, device: torch.device
+                    ) -> tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor | None]:
+    """Same-size GridInputs -> (images per modality (B, C, H, W) in [0, 1] or None, present (B, M), flow
+    or None when no input has one)."""
+    b = collate_fusion([frame_item({m: None if g.images[m] is None else image_channels(g.images[m], MODALITY_CHANNELS[m])
+                                    for m in modalities}, g.flow if flow > 0 else None) for g in batch])
+    images = [None if t is None else t.to(device) for t in b["images"]]
+    return images, b["present"].to(device), None if b["flow"] is None else b["flow"].to(device)
 
 
 class FusionStage(FlightBound):
@@ -166,7 +194,8 @@ class FusionStage(FlightBound):
 
     def bind(self, source: Any) -> None:
         super().bind(source)
-        self.inputs.bind(self.specs)
+        root = getattr(getattr(source, "flight", None), "root", None)
+        self.inputs.bind(self.specs, None if root is None else root / "flight.yaml")
 
     def __call__(self, bundle: FrameBundle) -> FrameBundle:
         gi = self.inputs(bundle)

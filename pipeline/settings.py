@@ -114,18 +114,25 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def detector_device(cfg: DetectorSettings):
+    """The torch device `detector.device` names (a ConfigError when CUDA is asked for and absent)."""
+    from detectors.inference import pick_device
+
+    try:
+        return pick_device(cfg.device)
+    except ValueError as e:
+        raise ConfigError(f"detector.device: {e}") from None
+
+
 def build_detector_factory(cfg: DetectorSettings):
     """(stream, modality) -> detector. Learned detectors are loaded once per checkpoint file and shared
     by the streams that use it, so the stage batches them."""
     if cfg.kind == "motion":
         return lambda stream, modality: MotionDetector(cfg.motion, modality)
-    from detectors.inference import TorchDetector, pick_device
+    from detectors.inference import TorchDetector
     from pipeline.models import WildcatDetector, load_model
 
-    try:
-        device = pick_device(cfg.device)
-    except ValueError as e:
-        raise ConfigError(f"detector.device: {e}") from None
+    device = detector_device(cfg)
     adapter = WildcatDetector if cfg.kind == "wildcat" else TorchDetector
     loaded: dict[str, object] = {}
 
@@ -141,14 +148,10 @@ def build_detector_factory(cfg: DetectorSettings):
 
 
 def build_fusion_stage(cfg: DetectorSettings):
-    from detectors.inference import pick_device
     from pipeline.fusion_stage import FusionStage
     from pipeline.models import load_model
 
-    try:
-        device = pick_device(cfg.device)
-    except ValueError as e:
-        raise ConfigError(f"detector.device: {e}") from None
+    device = detector_device(cfg)
     model, _ = load_model(cfg.checkpoint, "fusion")
     missing = set(cfg.drop) - set(model.cfg.modalities)
     if missing:

@@ -510,3 +510,17 @@ def test_shipped_fusion_checkpoints_match_their_configs():
         assert model.cfg.modalities == mods and model.cfg.operator == op, name
         assert ckpt["val"]["ap50"] > (0.1 if mods == ["rgb"] else 0.5), name  # validation AP50 at training time
         assert resolve_path(cfg.detector.checkpoint).stat().st_size < 1_000_000, name
+
+
+def test_frame_size_unlike_flight_yaml_is_a_one_line_error(small_flight, tmp_path, capsys):
+    """Registration maps come from flight.yaml's width/height: a video of another size is named, exit 2."""
+    import shutil
+
+    flight = tmp_path / "f"
+    shutil.copytree(small_flight, flight)
+    spec = yaml.safe_load((flight / "flight.yaml").read_text())
+    spec["streams"]["rgb"]["width"] = 600
+    (flight / "flight.yaml").write_text(yaml.safe_dump(spec))
+    assert _process(flight, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stream 'rgb': frames are 640x512" in err[0] and "600x512" in err[0]
