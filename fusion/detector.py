@@ -8,7 +8,7 @@ predicts, per cell, a drone-centre heat (sigmoid), the sub-cell offset of the ce
 penalty-reduced focal loss on Gaussian heat targets and L1 on offset and size at the centre cells.
 
 Inputs, all on the reference camera's pixel grid (the other camera's image is registered onto it through
-the calibrations, `pipeline/registration.py`): images[m] (B, C_m, H, W) float in [0, 1] or None (rgb: 3
+the calibrations, `pipeline/geometry/registration.py`): images[m] (B, C_m, H, W) float in [0, 1] or None (rgb: 3
 channels, thermal: 1), `present` (B, M) bool, and `flow` (B, 2L, H, W) or None when `flow` > 0. At least
 one image tensor must be given (flow alone is not a detector input).
 

@@ -148,7 +148,7 @@ def cmd_track(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from pipeline import evaluate as ev
+    from pipeline.evaluation import evaluate as ev
 
     if a.flight is not None:
         if a.outdir is None:
@@ -171,7 +171,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     best = train(a.train_config, _overrides(a, "device"), resume=a.resume)
     print(f"best checkpoint: {best}")
@@ -179,7 +179,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_import_svanstrom(a: argparse.Namespace) -> int:
-    from pipeline.svanstrom import import_svanstrom
+    from pipeline.io.svanstrom import import_svanstrom
 
     flights = import_svanstrom(Path(a.src), Path(a.out), clips=a.clips, copy=a.copy)
     print(f"{len(flights)} flight folders written to {a.out}")

@@ -1,10 +1,10 @@
 """The RGB + thermal fusion detector in the pipeline: its inputs on one pixel grid, and the stage.
 
 `FusionInputs` turns a `FrameBundle` into the model's inputs, the same way in training
-(pipeline/fusion_data.py) and at run time (`FusionStage`):
+(pipeline/training/fusion_data.py) and at run time (`FusionStage`):
 - the grid is the `reference` camera's (thermal by default: its field of view is the narrower one, so
   every grid pixel is seen by both cameras on the synthetic turret); the other camera's image is
-  registered onto it through the two calibrations (pipeline/registration.py);
+  registered onto it through the two calibrations (pipeline/geometry/registration.py);
 - an image is absent (present = False) when its stream has no frame close enough to this instant (the
   partner of a 25 fps thermal frame in a 30 fps RGB stream is None on some instants), when the modality
   is in `drop` (a sensor declared offline), or when it cannot be registered (no calibration);
@@ -32,7 +32,7 @@ from detectors.inference import image_channels
 from fusion.detector import MODALITY_CHANNELS, FusionDetector, decode
 from fusion.multitask import encode_targets
 from pipeline.errors import InputError
-from pipeline.registration import Registration
+from pipeline.geometry.registration import Registration
 from pipeline.stages import FlightBound, to_gray
 from pipeline.types import Detections, FrameBundle
 

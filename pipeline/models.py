@@ -20,7 +20,7 @@ from detectors.inference import to_tensor
 from detectors.wildcat import Wildcat, WildcatConfig, localize_batch
 from pipeline.config import from_dict
 from pipeline.errors import ConfigError, InputError
-from pipeline.search_region import Box
+from pipeline.geometry.search_region import Box
 from pipeline.types import Detections
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -10,12 +10,12 @@ import yaml
 
 from pipeline.config import to_dict
 from pipeline.errors import InputError
-from pipeline.flight import load_flight
-from pipeline.motio import MotWriter, read_detections
+from pipeline.io.flight import load_flight
+from pipeline.io.motio import MotWriter, read_detections
 from pipeline.runner import Runner, RunStats
 from pipeline.settings import RunConfig, build_stages, load_config
-from pipeline.sinks import AnnotatedVideoSink, CocoDetectionsSink, JsonLinesSink, MotTracksSink
-from pipeline.sources import FlightSource, VideoFileSource
+from pipeline.io.sinks import AnnotatedVideoSink, CocoDetectionsSink, JsonLinesSink, MotTracksSink
+from pipeline.io.sources import FlightSource, VideoFileSource
 from pipeline.stages import stage_reports
 from pipeline.types import Detections
 from trackers.tracker import Tracker
@@ -85,7 +85,7 @@ def live(source: str, thermal: str | None = None, modality: str = "rgb", config:
          overrides: list[str] | None = None, max_frames: int | None = None, seconds: float | None = None,
          out: str | Path | None = None) -> dict:
     """Run on live sources, always on the newest frame; tracks as JSON lines on stdout."""
-    from pipeline.live import LiveSource
+    from pipeline.io.live import LiveSource
 
     cfg = load_config(config, overrides)
     specs = {modality: source}

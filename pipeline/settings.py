@@ -9,7 +9,7 @@ from detectors.camera_motion import CameraMotionConfig
 from detectors.motion import MotionConfig, MotionDetector
 from pipeline.config import apply_overrides, from_dict, load_yaml, require
 from pipeline.errors import ConfigError
-from pipeline.search_region import SearchConfig
+from pipeline.geometry.search_region import SearchConfig
 from pipeline.stages import CameraMotionStage, DetectorStage, ScoreSmoothingStage, TrackerStage
 from trackers.tracker import TrackerConfig
 

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 
 from detectors.camera_motion import CameraMotionEstimator
-from pipeline.geometry import camera_matrix, stream_extrinsics
-from pipeline.search_region import Box, SearchConfig, search_boxes_for_frame, turret_pose
+from pipeline.geometry.camera import camera_matrix, stream_extrinsics
+from pipeline.geometry.search_region import Box, SearchConfig, search_boxes_for_frame, turret_pose
 from pipeline.types import Detections, FrameBundle
 from trackers.tracker import Tracker
 
@@ -131,7 +131,7 @@ class DetectorStage(FlightBound):
     Narrowed search (`search` given, for detectors with `detect_crops`, i.e. WILDCAT): once `bind(source)`
     has handed over a recorded flight's telemetry, calibrations and frame clocks, each frame is searched
     only in a crop (`search_crop` px or more, at native resolution) around every cooperative drone's
-    search box (pipeline/search_region.py); no crop when no drone can be in view. Where the search box is
+    search box (pipeline/geometry/search_region.py); no crop when no drone can be in view. Where the search box is
     unknown (no telemetry or calibration, a gap, a live source) the whole frame is searched, and
     `report()` counts those frames per stream (`full_frame_fallbacks`). Narrowed search finds the
     cooperative drones only."""

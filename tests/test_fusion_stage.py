@@ -16,9 +16,9 @@ from detectors.flow import FlowConfig, FlowStack
 from fusion.detector import FusionDetector, FusionDetectorConfig, decode
 from pipeline.config import to_dict
 from pipeline.errors import ConfigError
-from pipeline.flight import Calibration, StreamSpec
+from pipeline.io.flight import Calibration, StreamSpec
 from pipeline.fusion_stage import FusionInputs, FusionStage, GridInputs, image_channels, to_model_inputs
-from pipeline.registration import Registration
+from pipeline.geometry.registration import Registration
 from pipeline.settings import SmoothingSettings, build_fusion_stage, build_stages, load_config
 from pipeline.stages import ScoreSmoothingStage, TrackerStage
 from pipeline.types import Detections, FrameBundle

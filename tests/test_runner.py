@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.errors import InputError
 from pipeline.runner import Runner
-from pipeline.sinks import CocoDetectionsSink, MotTracksSink
+from pipeline.io.sinks import CocoDetectionsSink, MotTracksSink
 from pipeline.types import Detections, FrameBundle
 
 

@@ -26,9 +26,9 @@ import numpy as np
 
 from detectors.camera_motion import CameraMotionEstimator
 from detectors.motion import MotionDetector
-from pipeline.flight import Flight, load_flight
-from pipeline.mot_metrics import mot_metrics
-from pipeline.motio import read_mot
+from pipeline.io.flight import Flight, load_flight
+from pipeline.evaluation.mot_metrics import mot_metrics
+from pipeline.io.motio import read_mot
 from pipeline.settings import DEFAULT_CONFIG, RunConfig, load_config
 from pipeline.synth import generate_flight
 from trackers.tracker import Tracker

@@ -30,9 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.detmetrics import voc_iou  # noqa: E402
-from pipeline.evaluate import drone_rows, evaluate_flight, read_coco_results  # noqa: E402
-from pipeline.motio import read_mot  # noqa: E402
+from pipeline.evaluation.detmetrics import voc_iou  # noqa: E402
+from pipeline.evaluation.evaluate import drone_rows, evaluate_flight, read_coco_results  # noqa: E402
+from pipeline.io.motio import read_mot  # noqa: E402
 
 VARIANTS = {
     "thermal": ["fusion.modalities=[thermal]", "fusion.operator=none"],
@@ -64,7 +64,7 @@ def test_flights(work: Path, seeds: list[int]) -> list[Path]:
 
 
 def train_variant(name: str, work: Path, steps: int) -> dict:
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     out = work / "runs" / name
     best = out / "best.pt"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cv2
 
-from pipeline.flight import load_flight
+from pipeline.io.flight import load_flight
 from pipeline.process import process
 from pipeline.synth import generate_flight
 

@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 from fusion.detector import centre_loss, centre_targets, decode  # noqa: E402
 from fusion.temporal import RecurrentMaps, ScoreFilter, warp_maps  # noqa: E402
-from pipeline.detmetrics import average_precision, pr_curve  # noqa: E402
-from pipeline.evaluate import drone_rows, track_metrics  # noqa: E402
-from pipeline.flight import load_flight  # noqa: E402
-from pipeline.fusion_data import FusionCropDataset, PairedSample, collate_fusion, full_frames, paired_samples  # noqa: E402
+from pipeline.evaluation.detmetrics import average_precision, pr_curve  # noqa: E402
+from pipeline.evaluation.evaluate import drone_rows, track_metrics  # noqa: E402
+from pipeline.io.flight import load_flight  # noqa: E402
+from pipeline.training.fusion_data import FusionCropDataset, PairedSample, collate_fusion, full_frames, paired_samples  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.motio import read_mot  # noqa: E402
+from pipeline.io.motio import read_mot  # noqa: E402
 from pipeline.settings import load_config  # noqa: E402
 from trackers.tracker import Tracker  # noqa: E402
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.mot_metrics import mot_metrics
-from pipeline.motio import read_mot
+from pipeline.evaluation.mot_metrics import mot_metrics
+from pipeline.io.motio import read_mot
 from trackers.tracker import Tracker, TrackerConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

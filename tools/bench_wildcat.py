@@ -33,15 +33,15 @@ import torch
 import yaml
 
 from detectors.checkpoint import load_checkpoint
-from pipeline.datasets import FrameStore
-from pipeline.detmetrics import pr_curve
-from pipeline.evaluate import drone_rows
-from pipeline.flight import load_flight
+from pipeline.training.datasets import FrameStore
+from pipeline.evaluation.detmetrics import pr_curve
+from pipeline.evaluation.evaluate import drone_rows
+from pipeline.io.flight import load_flight
 from pipeline.models import load_model
-from pipeline.motio import read_mot
+from pipeline.io.motio import read_mot
 from pipeline.process import process
 from pipeline.synth import generate_flight
-from pipeline.train import train, wildcat_scores
+from pipeline.training.train import train, wildcat_scores
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("max", "gap", "maxmin", "weldon", "wildcat")

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.detmetrics import average_precision, coco_ap, pr_curve
-from pipeline.evaluate import annotated_frames, drone_rows, read_coco_results, track_metrics
-from pipeline.flight import load_flight
-from pipeline.motio import read_mot
+from pipeline.evaluation.detmetrics import average_precision, coco_ap, pr_curve
+from pipeline.evaluation.evaluate import annotated_frames, drone_rows, read_coco_results, track_metrics
+from pipeline.io.flight import load_flight
+from pipeline.io.motio import read_mot
 from pipeline.process import process
 
 FRAME_STRIDE = 1_000_000  # frames of flight i become i * FRAME_STRIDE + frame, so flights never share one

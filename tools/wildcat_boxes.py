@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from detectors.wildcat import localize_batch
-from pipeline.datasets import FrameStore
+from pipeline.training.datasets import FrameStore
 from pipeline.models import load_model
 from pipeline.synth import generate_flight
-from pipeline.train import frame_tensor, wildcat_scores
+from pipeline.training.train import frame_tensor, wildcat_scores
 
 
 def flights(work: Path, seeds: list[int]) -> list[Path]:

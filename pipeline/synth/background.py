@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.flight import Calibration
-from pipeline.geometry import CameraPose, camera_matrix, stream_extrinsics
+from pipeline.io.flight import Calibration
+from pipeline.geometry.camera import CameraPose, camera_matrix, stream_extrinsics
 from pipeline.synth.scenario import MAST, SKIES, Scenario
 
 AZ_HALF = 100.0                     # panorama covers centre +- this many degrees

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.geometry import CameraPose, project_enu, stream_extrinsics
+from pipeline.geometry.camera import CameraPose, project_enu, stream_extrinsics
 from pipeline.synth.background import Panorama, ray_grid, to_grey
 from pipeline.synth.models import AMBIENT_C, MODELS, Part
 from pipeline.synth.scenario import SKIES, Scenario, StreamSetup

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.flight import Calibration
-from pipeline.geometry import CameraPose, direction_to_pan_tilt
+from pipeline.io.flight import Calibration
+from pipeline.geometry.camera import CameraPose, direction_to_pan_tilt
 
 DT = 0.005          # seconds between samples of the dense paths
 MAST = 4.0          # turret height above the ground, metres

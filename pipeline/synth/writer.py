@@ -1,4 +1,4 @@
-"""`generate_flight`: render a scenario into a flight folder (see pipeline/flight.py for the layout)."""
+"""`generate_flight`: render a scenario into a flight folder (see pipeline/io/flight.py for the layout)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.config import to_dict
 from pipeline.errors import InputError
-from pipeline.geometry import enu_to_geodetic
+from pipeline.geometry.camera import enu_to_geodetic
 from pipeline.synth.background import T_HIGH, T_LOW, build_panoramas
 from pipeline.synth.render import Box, StreamRenderer
 from pipeline.synth.scenario import Scenario, StreamSetup, make_scenario

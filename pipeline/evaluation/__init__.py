@@ -1,0 +1,1 @@
+"""Scoring: MOT metrics (motmetrics), detection AP (VOC, COCO via pycocotools), pointing accuracy."""

@@ -1,0 +1,2 @@
+"""Reading and writing: the flight folder, recorded and live sources, telemetry, sinks, MOT files,
+dataset importers."""
