@@ -7,6 +7,8 @@ or is truncated, raises ValueError with a one-line message (the pipeline names t
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,33 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError("no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        raise ValueError(f"unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise ValueError(f"unreadable checkpoint ({_reason(e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or any(k not in ckpt for k in REQUIRED):
         raise ValueError(f"not a dronetrack checkpoint (expected a dict with {', '.join(REQUIRED)})")
+    state = ckpt["state_dict"]
+    if not (isinstance(ckpt["kind"], str) and isinstance(ckpt["config"], dict) and isinstance(ckpt["classes"], list)
+            and isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in state.items())):
+        raise ValueError("malformed checkpoint (kind a string, config a dict, classes a list, state_dict "
+                         "a dict of tensors)")
     return ckpt
+
+
+def _reason(e: Exception) -> str:
+    """torch.load's long, multi-line errors in a few words."""
+    text = str(e)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return f"refused: it would run code ({refused.group(1)}); only weights are loaded"
+    if "Weights only load failed" in text:
+        return "not a torch checkpoint, or it holds objects other than weights"
+    if "central directory" in text or "zip archive" in text:
+        return "truncated or corrupt archive"
+    return f"{type(e).__name__}: {text.strip().splitlines()[0][:120] if text.strip() else 'no detail'}"
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

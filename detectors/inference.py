@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import torch
 
+from detectors.tiling import TilingConfig, needs_tiling, tiled_detect
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """'auto': CUDA when present, else CPU; 'cpu'; 'cuda' (ValueError when absent)."""
@@ -37,12 +39,15 @@ def to_tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
 
 class TorchDetector:
     """`detect(image, homography=None) -> (xyxy, scores, labels)` and `detect_many(images)` for a
-    torchvision-style detector whose eval forward returns [{boxes, scores, labels (1-based)}]."""
+    torchvision-style detector whose eval forward returns [{boxes, scores, labels (1-based)}]. With
+    `tiling`, frames larger than `tiling.above` are cut into overlapping tiles (detectors/tiling.py)."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, min_score: float = 0.0):
+    def __init__(self, model: torch.nn.Module, device: torch.device, min_score: float = 0.0,
+                 tiling: TilingConfig | None = None):
         self.model = model.to(device).eval()
         self.device = device
         self.min_score = min_score
+        self.tiling = tiling
 
     def detect(self, image: np.ndarray, homography: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -54,8 +59,13 @@ class TorchDetector:
             groups[im.shape[:2]].append(i)
         out: list = [None] * len(images)
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            for idx in groups.values():
-                for i, res in zip(idx, self.model(to_tensor([images[i] for i in idx], self.device))):
+            for (h, w), idx in groups.items():
+                x = to_tensor([images[i] for i in idx], self.device)
+                if self.tiling is not None and needs_tiling(h, w, self.tiling):
+                    results = [tiled_detect(self.model, t, self.tiling) for t in x]
+                else:
+                    results = self.model(x)
+                for i, res in zip(idx, results):
                     keep = res["scores"] >= self.min_score
                     out[i] = (res["boxes"][keep].float().cpu().numpy(), res["scores"][keep].float().cpu().numpy(),
                               (res["labels"][keep] - 1).cpu().numpy())

@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
-from torchvision.ops import batched_nms
 
+from detectors.centre import centre_loss, centre_targets, decode_centres  # noqa: F401 (re-exported)
 from fusion.multitask import DEFAULT_TASKS, RockBlock, RockConfig
 from fusion.operators import EarlyFusion, FusionConfig, build_fusion, late_fusion, modality_dropout
 
@@ -237,73 +237,7 @@ class FusionDetector(nn.Module):
         return out
 
 
-# ---------------------------------------------------------------------------------------------- training
-
-
-def centre_targets(boxes: list[Tensor], shape: tuple[int, int], stride: int = STRIDE
-                   ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per image xyxy boxes (N_i, 4) in pixels -> heat (B, 1, h, w) Gaussian targets (peak 1 at each box
-    centre's cell, sigma from the box size, at least 0.5 cell), reg (B, 4, h, w) and a centre mask
-    (B, 1, h, w) bool. The centre's cell is floor(centre / stride); offset = centre / stride - cell. Boxes
-    under 1 px count as 1 px; a box whose centre is off the map is skipped."""
-    h, w = shape
-    b = len(boxes)
-    heat = torch.zeros(b, 1, h, w)
-    reg = torch.zeros(b, 4, h, w)
-    mask = torch.zeros(b, 1, h, w, dtype=torch.bool)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    for i, bx in enumerate(boxes):
-        for x0, y0, x1, y1 in bx.tolist():
-            bw, bh = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
-            cx, cy = (x0 + x1) / 2 / stride, (y0 + y1) / 2 / stride
-            j, k = int(math.floor(cx)), int(math.floor(cy))
-            if not (0 <= j < w and 0 <= k < h):
-                continue
-            sx, sy = max(0.5, bw / stride / 3), max(0.5, bh / stride / 3)
-            g = torch.exp(-((xs - j) ** 2) / (2 * sx * sx) - ((ys - k) ** 2) / (2 * sy * sy))
-            heat[i, 0] = torch.maximum(heat[i, 0], g)
-            reg[i, :, k, j] = torch.tensor([cx - j, cy - k, math.log(bw / stride), math.log(bh / stride)])
-            mask[i, 0, k, j] = True
-    return heat, reg, mask
-
-
-def centre_loss(out: dict, heat_t: Tensor, reg_t: Tensor, mask: Tensor) -> dict[str, Tensor]:
-    """Penalty-reduced focal loss (alpha 2, beta 4) on the heat, normalised by the number of centres; L1
-    on the regressions at the centre cells."""
-    p = out["heat"].clamp(1e-4, 1 - 1e-4)
-    pos = heat_t.eq(1.0) & mask
-    n = pos.sum().clamp_min(1)
-    pos_loss = -(torch.log(p) * (1 - p) ** 2)[pos].sum()
-    neg_loss = -(torch.log(1 - p) * p ** 2 * (1 - heat_t) ** 4)[~pos].sum()
-    m = mask.expand_as(reg_t)
-    reg_loss = F.l1_loss(out["reg"][m], reg_t[m], reduction="sum") / n if bool(m.any()) else out["reg"].sum() * 0
-    return {"heat": (pos_loss + neg_loss) / n, "box": reg_loss}
-
-
-# ---------------------------------------------------------------------------------------------- inference
-
-
 def decode(out: dict, min_score: float = 0.05, max_detections: int = 20, nms_iou: float = 0.3,
            stride: int = STRIDE) -> list[tuple[Tensor, Tensor]]:
-    """Per image (xyxy (N, 4) pixels, scores (N,)): local maxima of the heat (3x3) at or above min_score,
-    the best max_detections, boxes from the offsets and sizes, then NMS."""
-    heat, reg = out["heat"], out["reg"]
-    peaks = heat * (heat == F.max_pool2d(heat, 3, 1, 1))
-    b, _, h, w = heat.shape
-    results = []
-    for i in range(b):
-        flat = peaks[i, 0].flatten()
-        k = min(max_detections, flat.numel())
-        scores, idx = flat.topk(k)
-        keep = scores >= min_score
-        scores, idx = scores[keep], idx[keep]
-        ys, xs = (idx // w).float(), (idx % w).float()
-        r = reg[i].flatten(1)[:, idx]
-        cx, cy = (xs + r[0]) * stride, (ys + r[1]) * stride
-        bw, bh = r[2].clamp(max=6).exp() * stride, r[3].clamp(max=6).exp() * stride
-        boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
-        if len(boxes):
-            kept = batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), nms_iou)
-            boxes, scores = boxes[kept], scores[kept]
-        results.append((boxes, scores))
-    return results
+    """Per image (xyxy (N, 4) pixels, scores (N,)) of the one-class heat (detectors.centre.decode_centres)."""
+    return [(boxes, scores) for boxes, scores, _ in decode_centres(out, min_score, max_detections, nms_iou, stride)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -32,8 +33,23 @@ def load_yaml(path: str | Path) -> Any:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise InputError(f"invalid YAML: {problem}", path, line) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read: {e}", path) from None
+    except UnicodeDecodeError:
+        raise InputError("not a UTF-8 text file", path) from None
+    except RecursionError:
+        raise InputError("invalid YAML: nested too deeply", path) from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", path) from None
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
+
+
+def show(value: Any) -> str:
+    """A short repr for messages: bounded in depth and length (a YAML alias bomb is billions of items
+    deep down, and a plain repr of it would never end)."""
+    return _REPR.repr(value)
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -52,11 +68,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {show(value)}")
     if origin is Literal:
         allowed = get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        if not any(type(value) is type(a) and value == a for a in allowed):  # True is not 1, [..] not hashed
+            raise ConfigError(f"{key}: {show(value)} is not one of {', '.join(map(repr, allowed))}")
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
@@ -78,21 +94,23 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return {_convert(k, kt, f"{key}"): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {show(value)}")
+        if not -2**63 <= value < 2**63:
+            raise ConfigError(f"{key}: {show(value)} is out of range")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {show(value)}")
+        if isinstance(value, int) and not -1e308 < value < 1e308 or not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {show(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {show(value)}")
         return value
     raise TypeError(f"unsupported annotation {tp!r} for {key}")
 
@@ -138,13 +156,15 @@ def to_dict(obj: Any) -> Any:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """detectron2-style trailing `a.b=value` overrides; values parsed as YAML scalars."""
+    if overrides and not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{item}: an override must look like key.sub=value")
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             value = raw
         node = data
         parts = key.split(".")

@@ -5,6 +5,9 @@ from __future__ import annotations
 class DronetrackError(Exception):
     """Bad input or configuration: reported as one line, exit status 2, no traceback."""
 
+    def __str__(self) -> str:  # one line even when a file name or a YAML key holds a line break
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
+
 
 class InputError(DronetrackError):
     """A file is missing, unreadable or malformed. Name the file (and line) in the message."""

@@ -44,10 +44,11 @@ def build_wildcat(cfg: WildcatModelConfig) -> Wildcat:
 def model_kinds() -> dict[str, tuple[type, Any]]:
     """kind -> (config dataclass, builder(config) -> nn.Module). Imported lazily (torch models)."""
     from detectors.dpfcn import DPFCN, DPFCNConfig
+    from detectors.pyramid import PyramidConfig, PyramidDetector
     from fusion.detector import FusionDetector, FusionDetectorConfig
 
-    return {"dpfcn": (DPFCNConfig, DPFCN), "wildcat": (WildcatModelConfig, build_wildcat),
-            "fusion": (FusionDetectorConfig, FusionDetector)}
+    return {"pyramid": (PyramidConfig, PyramidDetector), "dpfcn": (DPFCNConfig, DPFCN),
+            "wildcat": (WildcatModelConfig, build_wildcat), "fusion": (FusionDetectorConfig, FusionDetector)}
 
 
 def build_model(kind: str, config: Any) -> torch.nn.Module:

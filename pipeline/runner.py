@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from tqdm import tqdm
 
@@ -73,8 +73,10 @@ class RunStats:
 class Runner:
     def __init__(self, source: Iterable[FrameBundle], stages: list[Stage], sinks: list[Sink],
                  queue_size: int = 8, progress: bool = False, total: int | None = None,
-                 max_frames: int | None = None, on_bundle: Callable[[FrameBundle], None] | None = None):
+                 max_frames: int | None = None, on_bundle: Callable[[FrameBundle], None] | None = None,
+                 prefetch: bool = True):
         self.source = source
+        self.prefetch = prefetch  # False: no reader thread, the main thread takes each bundle when ready
         self.stages = stages
         self.sinks = sinks
         self.queue_size = queue_size
@@ -107,13 +109,30 @@ class Runner:
         except BaseException as e:  # handed to the main thread, raised after the writes
             self._reader_error = e
         finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    pass
+            _close(it)
             self._put_end(q_in)
+
+    def _pull(self) -> Iterator[Any]:
+        """The source's bundles, then _END, for `prefetch=False`: no reader thread and no queue, so a
+        live source hands over its newest frame when the stages are ready for it, not one that waited
+        in the queue while the previous frame was processed. A source error is kept for after the writes."""
+        it = iter(self.source)
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    bundle = next(it, _END)
+                except Exception as e:
+                    self._reader_error = e
+                    break
+                finally:
+                    self.stats.read_seconds += time.perf_counter() - t0
+                if bundle is _END:
+                    break
+                yield bundle
+            yield _END
+        finally:
+            _close(it)
 
     def _put_end(self, q: queue.Queue) -> None:
         while True:
@@ -155,11 +174,13 @@ class Runner:
             self.stats.stage_seconds.setdefault(s.name, 0.0)
         bar = tqdm(total=self.total, unit="frame", disable=not self.progress, dynamic_ncols=True, leave=False)
         start = time.perf_counter()
-        reader.start()
+        pull = None if self.prefetch else self._pull()
+        if pull is None:
+            reader.start()
         writer.start()
         try:
             while not self._stop.is_set():
-                bundle = q_in.get()
+                bundle = q_in.get() if pull is None else next(pull)
                 if bundle is _END:
                     break
                 for stage in self.stages:
@@ -187,7 +208,10 @@ class Runner:
                 stop_source()
             q_out.put(_END)
             writer.join()
-            reader.join(timeout=5.0)
+            if pull is None:
+                reader.join(timeout=5.0)
+            else:
+                pull.close()
             bar.close()
             self.stats.wall_seconds = time.perf_counter() - start
             for sink in self.sinks:
@@ -197,3 +221,13 @@ class Runner:
                 self.stats.error = str(err)
                 raise err
         return self.stats
+
+
+def _close(it: Any) -> None:
+    """Close a source's iterator (a generator's cleanup releases its captures); errors there are moot."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            pass

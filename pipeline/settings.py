@@ -7,6 +7,7 @@ from typing import Literal
 
 from detectors.camera_motion import CameraMotionConfig
 from detectors.motion import MotionConfig, MotionDetector
+from detectors.tiling import TilingConfig
 from pipeline.config import apply_overrides, from_dict, load_yaml, require
 from pipeline.errors import ConfigError
 from pipeline.geometry.search_region import SearchConfig
@@ -19,7 +20,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 @dataclass
 class DetectorSettings:
-    kind: Literal["motion", "dpfcn", "wildcat", "fusion"] = "motion"
+    kind: Literal["motion", "pyramid", "dpfcn", "wildcat", "fusion"] = "motion"
     min_score: float = 0.0
     motion: MotionConfig = field(default_factory=MotionConfig)
     checkpoint: str | None = None  # learned kinds: the checkpoint file (relative: cwd, else the project root)
@@ -34,6 +35,9 @@ class DetectorSettings:
     # calibrations), and modalities to treat as offline (e.g. [thermal]: the model runs on RGB alone)
     reference: Literal["rgb", "thermal"] = "thermal"
     drop: list[Literal["rgb", "thermal"]] = field(default_factory=list)
+    # pyramid and dpfcn: frames whose longer side exceeds tiling.above run as overlapping full-resolution
+    # tiles plus the shrunk whole frame, merged by NMS (detectors/tiling.py)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
 
     def validate(self, prefix: str) -> None:
         require(0.0 <= self.min_score <= 1.0, prefix + "min_score", "must be in [0, 1]")
@@ -133,7 +137,10 @@ def build_detector_factory(cfg: DetectorSettings):
     from pipeline.models import WildcatDetector, load_model
 
     device = detector_device(cfg)
-    adapter = WildcatDetector if cfg.kind == "wildcat" else TorchDetector
+    if cfg.kind == "wildcat":
+        adapter = WildcatDetector
+    else:
+        adapter = lambda model, device: TorchDetector(model, device, tiling=cfg.tiling)  # noqa: E731
     loaded: dict[str, object] = {}
 
     def factory(stream: str, modality: str) -> object:

@@ -145,6 +145,13 @@ class DetectorStage(FlightBound):
         self.search, self.search_crop = search, search_crop
         self.counts: dict[str, dict[str, float]] = {}
 
+    def bind(self, source: Any) -> None:
+        """Also make each of the source's streams' detector now, so a checkpoint that does not load
+        fails before the run opens any output."""
+        super().bind(source)
+        for stream, modality in getattr(source, "streams", {}).items():
+            self.models.get(stream, modality)
+
     def __call__(self, bundle: FrameBundle) -> FrameBundle:
         by_model: dict[int, tuple[object, list[str]]] = {}
         for s in bundle.present():

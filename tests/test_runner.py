@@ -66,3 +66,29 @@ def test_source_error_raised_after_writing_what_came_before(tmp_path):
 def test_max_frames(tmp_path):
     stats = Runner(source(50), [BoxStage()], sinks(tmp_path), max_frames=7).run()
     assert stats.bundles == 7 and len(rows(tmp_path)) == 7
+
+
+def test_without_prefetch_the_source_is_read_when_the_stages_are_ready(tmp_path):
+    """prefetch=False (live): no reader thread reads ahead, so a bundle is taken from the source only
+    once the previous one went through the stages; same outputs, same Ctrl-C and source-error handling."""
+    pulled, staged = [], []
+
+    def counting(n):
+        for b in source(n):
+            pulled.append(b.index)
+            yield b
+
+    class Recording(BoxStage):
+        def __call__(self, b):
+            staged.append((b.index, len(pulled)))
+            return super().__call__(b)
+
+    stats = Runner(counting(30), [Recording()], sinks(tmp_path), prefetch=False).run()
+    assert stats.bundles == 30 and [int(r.split(",")[0]) for r in rows(tmp_path)] == list(range(1, 31))
+    assert staged == [(i, i + 1) for i in range(30)]  # bundle i staged when exactly i + 1 were read
+    stats = Runner(source(50), [BoxStage(interrupt_at=20)], sinks(tmp_path), prefetch=False).run()
+    assert stats.interrupted and stats.bundles == 20 and len(rows(tmp_path)) == 20
+    r = Runner(source(50, fail_at=30), [BoxStage()], sinks(tmp_path), prefetch=False)
+    with pytest.raises(InputError, match="truncated"):
+        r.run()
+    assert len(rows(tmp_path)) == 30 and r.stats.error is not None

@@ -117,6 +117,45 @@ def coco_ap(gt_rows: np.ndarray, det_rows: np.ndarray, frames: Sequence[int]) ->
     """(AP@[.5:.95], AP@.5) from pycocotools, class-agnostic, on the images `frames` (frame numbers).
     Ground-truth rows with flag 0 become crowd regions (ignored). Detections on other frames are dropped.
     No ground truth or no detection gives 0."""
+    ev = _coco_eval(gt_rows, det_rows, frames)
+    if ev is None:
+        return 0.0, 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.summarize()
+    return max(float(ev.stats[0]), 0.0), max(float(ev.stats[1]), 0.0)
+
+
+SIZE_BANDS = ((0.0, 8.0), (8.0, 16.0), (16.0, 32.0), (32.0, 64.0), (64.0, 1e5))
+
+
+def coco_ap50_by_size(gt_rows: np.ndarray, det_rows: np.ndarray, frames: Sequence[int],
+                      bands: Sequence[tuple[float, float]] = SIZE_BANDS) -> dict[str, dict[str, float]]:
+    """COCO AP at IoU 0.5 (101-point) per object size band, size = sqrt(box area) in px, as COCO's small /
+    medium / large but with the given bands: ground truth outside a band is ignored there, and so are the
+    unmatched detections outside it. {"lo-hi": {"ap50": ap or nan (no ground truth), "n": objects}}."""
+    ranges = [[lo * lo, hi * hi] for lo, hi in bands]
+    ev = _coco_eval(gt_rows, det_rows, frames, ranges)
+    out = {}
+    gt = gt_rows[(gt_rows[:, 6] != 0) & np.isin(gt_rows[:, 0].astype(int), [int(f) for f in frames])] \
+        if len(gt_rows) else gt_rows
+    size = np.sqrt(gt[:, 4] * gt[:, 5]) if len(gt) else np.zeros(0)
+    for a, (lo, hi) in enumerate(bands):
+        n = int(((size >= lo) & (size < hi)).sum())
+        name = f"{lo:g}-{hi:g}" if hi < 1e5 else f">{lo:g}"
+        if n == 0:
+            out[name] = {"ap50": float("nan"), "n": 0}
+            continue
+        if ev is None:
+            out[name] = {"ap50": 0.0, "n": n}
+            continue
+        prec = ev.eval["precision"][0, :, 0, a, -1]  # IoU 0.5, all recall points, the one class, band, maxDets
+        out[name] = {"ap50": float(np.mean(prec[prec > -1])) if (prec > -1).any() else 0.0, "n": n}
+    return out
+
+
+def _coco_eval(gt_rows: np.ndarray, det_rows: np.ndarray, frames: Sequence[int],
+               area_ranges: list[list[float]] | None = None):
+    """pycocotools' COCOeval, evaluated and accumulated (None without ground truth or detections)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -124,7 +163,7 @@ def coco_ap(gt_rows: np.ndarray, det_rows: np.ndarray, frames: Sequence[int]) ->
     gt_rows = gt_rows[np.isin(gt_rows[:, 0].astype(int), list(frame_set))] if len(gt_rows) else gt_rows
     det_rows = det_rows[np.isin(det_rows[:, 0].astype(int), list(frame_set))] if len(det_rows) else det_rows
     if len(det_rows) == 0 or not (gt_rows[:, 6] != 0).any():
-        return 0.0, 0.0
+        return None
     anns = [{"id": i + 1, "image_id": int(r[0]), "category_id": 1, "bbox": [float(v) for v in r[2:6]],
              "area": float(r[4] * r[5]), "iscrowd": int(r[6] == 0)} for i, r in enumerate(gt_rows)]
     results = [{"image_id": int(r[0]), "category_id": 1, "bbox": [float(v) for v in r[2:6]],
@@ -135,10 +174,12 @@ def coco_ap(gt_rows: np.ndarray, det_rows: np.ndarray, frames: Sequence[int]) ->
                       "categories": [{"id": 1, "name": "target"}]}
         gt.createIndex()
         ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        if area_ranges is not None:
+            ev.params.areaRng = area_ranges
+            ev.params.areaRngLbl = [str(i) for i in range(len(area_ranges))]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
-    return max(float(ev.stats[0]), 0.0), max(float(ev.stats[1]), 0.0)
+    return ev
 
 
 def pointing_accuracy(points_by_frame: Mapping[int, tuple[float, float] | None], gt_rows: np.ndarray,

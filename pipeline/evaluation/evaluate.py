@@ -12,7 +12,7 @@ coco_ap (AP@[.5:.95]), coco_ap50, and pr (the precision envelope at 101 recall p
 from __future__ import annotations
 
 import json
-import math
+import logging
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,9 +23,12 @@ from pipeline.evaluation.detmetrics import average_precision, coco_ap, interpola
 from pipeline.evaluation.detmetrics import pointing_accuracy  # noqa: F401  (re-exported for the CLI)
 from pipeline.errors import InputError
 from pipeline.io.flight import Flight, load_flight
+from pipeline.io.frames import open_capture
+from pipeline.io.jsonfile import read_json
 from pipeline.io.motio import read_mot
 from pipeline.evaluation.mot_metrics import mot_metrics
 
+log = logging.getLogger("dronetrack.evaluate")
 COCO_KEYS = ("image_id", "category_id", "bbox", "score")
 DRONE_CLASS = 1  # MOTChallenge class column and COCO category_id of drones (Detections label 0)
 
@@ -41,28 +44,45 @@ def read_coco_results(path: str | Path) -> np.ndarray:
     """A COCO results json (list of {image_id, category_id, bbox [x, y, w, h], score}) as rows
     (N, 10): frame(image_id), -1, x, y, w, h, score, category_id, -1, -1. An empty list is legal."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"invalid JSON: {e.msg}", path, e.lineno) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read: {e}", path) from None
+    data = read_json(path, lambda text: _interrupted_results(text, path))
     if not isinstance(data, list):
         raise InputError("a COCO results file is a JSON list of detections", path)
     rows = [_coco_row(d, f"detection [{i}]", path) for i, d in enumerate(data)]
     return np.asarray(rows, np.float64).reshape(-1, 10)
 
 
+def _interrupted_results(text: str, path: Path) -> list | None:
+    """The results in a file `dronetrack process` was writing when it was killed (pipeline.io.sinks.
+    CocoDetectionsSink: '[', one result per line, flushed each frame; the closing ']' comes last): the
+    finished lines, with a warning, dropping a cut last line. None when `text` is not such a file (the
+    caller reports its JSON error)."""
+    lines = text.split("\n")
+    if lines[0].strip() != "[" or text.rstrip().endswith("]"):
+        return None
+    out = []
+    for i, line in enumerate(lines[1:], 2):
+        s = line.strip().removesuffix(",")
+        if not s:
+            continue
+        try:
+            out.append(json.loads(s))
+        except (json.JSONDecodeError, RecursionError):
+            if i < len(lines):  # a finished line that does not parse: not a cut write
+                return None
+            log.warning("%s:%d: last line cut (run interrupted?): dropped", path, i)
+    log.warning("%s: no closing ']' (run interrupted?): the %d finished results are read", path, len(out))
+    return out
+
+
 def _coco_row(d: Any, where: str, path: Path) -> list[float]:
     def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and -1e15 < v < 1e15
 
     if not isinstance(d, dict) or any(k not in d for k in COCO_KEYS):
         raise InputError(f"{where}: needs keys {', '.join(COCO_KEYS)}", path)
-    if not all(isinstance(d[k], int) and not isinstance(d[k], bool) for k in ("image_id", "category_id")):
-        raise InputError(f"{where}: image_id and category_id must be integers", path)
+    if not all(isinstance(d[k], int) and not isinstance(d[k], bool) and 0 <= d[k] < 2**31
+               for k in ("image_id", "category_id")):
+        raise InputError(f"{where}: image_id and category_id must be integers in 0..2^31-1", path)
     box = d["bbox"]
     if not (isinstance(box, list) and len(box) == 4 and all(map(number, box)) and box[2] >= 0 and box[3] >= 0):
         raise InputError(f"{where}: bbox must be [x, y, w, h] with finite numbers and w, h >= 0", path)
@@ -78,7 +98,7 @@ def count_frames(flight: Flight, stream: str) -> int:
         path = flight.root / spec.timestamps
         with open(path, encoding="utf-8") as f:
             return sum(1 for line in f if _is_data_row(line))
-    cap = cv2.VideoCapture(str(flight.video_path(stream)))
+    cap = open_capture(flight.video_path(stream))  # a video file, or a folder of images
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
     cap.release()
     if n <= 0:

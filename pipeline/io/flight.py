@@ -5,8 +5,8 @@ name: synth-0
 streams:
   rgb:
     modality: rgb                 # rgb | thermal
-    video: rgb.mp4
-    fps: 30.0                     # constant rate, or:
+    video: rgb.mp4                # or frames: frames/rgb/ (a folder of images, natural order), not both
+    fps: 30.0                     # constant rate (a frame folder defaults to 30), or:
     timestamps: timestamps/rgb.csv  # per-frame times (frame, t), frame 1-based, seconds on the common clock
     t0: 0.0                       # time of frame 1 when only fps is given
     width: 640
@@ -30,6 +30,7 @@ telemetry:
   gps_format: auto                # csv | nmea (GGA sentences, one target per file) | auto
   nmea_target_id: 1               # target id of an NMEA log
   max_gap: 1.0                    # seconds; longer gaps interpolate to "unknown"
+  max_speed: 150.0                # m/s; a position jumping faster between two samples is an error
 presence:                         # per target, per stream: when it is in the camera's view
   - {stream: rgb, target_id: 1, start: 0.0, end: 12.5}
 meta: {}                          # free-form (the generator's seed, object kinds, ...)
@@ -37,9 +38,15 @@ meta: {}                          # free-form (the generator's seed, object kind
 
 Angles: pan is the azimuth clockwise from north, tilt the elevation above the horizon, roll about
 the optical axis, all in degrees. Camera frame: x right, y down, z forward (OpenCV).
+
+Paths are relative to the folder and must stay inside it (no absolute path, no `..` out of it): a
+flight folder received from someone else reads nothing else on the machine. Data kept elsewhere is
+linked into the folder; a symbolic link inside it is followed (`dronetrack import-svanstrom` links its
+videos so).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,7 +76,7 @@ class Calibration:
 @dataclass
 class StreamSpec:
     modality: Literal["rgb", "thermal"]
-    video: str
+    video: str | None = None
     fps: float | None = None
     timestamps: str | None = None
     t0: float = 0.0
@@ -78,9 +85,12 @@ class StreamSpec:
     calibration: Calibration | None = None
     gt: str | None = None
     annotated: list[tuple[int, int]] | None = None
+    frames: str | None = None  # a folder of images (pipeline/io/frames.py), instead of `video`
 
     def validate(self, prefix: str) -> None:
-        require(self.fps is not None or self.timestamps is not None, prefix + "fps",
+        require((self.video is None) != (self.frames is None), prefix + "video",
+                "give exactly one of video (a video file) or frames (a folder of images)")
+        require(self.fps is not None or self.timestamps is not None or self.frames is not None, prefix + "fps",
                 "give fps or a timestamps file")
         require(self.fps is None or self.fps > 0, prefix + "fps", "must be positive")
         for i, (a, b) in enumerate(self.annotated or []):
@@ -100,9 +110,11 @@ class TelemetrySpec:
     max_gap: float = 1.0
     gps_format: Literal["auto", "csv", "nmea"] = "auto"  # auto: a .nmea file or a first line starting with '$'
     nmea_target_id: int = 1  # target id of an NMEA log (one target per file)
+    max_speed: float = 150.0  # m/s: a faster jump between two samples of a log is an error (a glitch)
 
     def validate(self, prefix: str) -> None:
         require(self.max_gap > 0, prefix + "max_gap", "must be positive")
+        require(self.max_speed > 0, prefix + "max_speed", "must be positive")
         require(self.nmea_target_id >= 0, prefix + "nmea_target_id", "must not be negative")
 
 
@@ -146,7 +158,9 @@ class Flight:
         return None if rel is None else (self.root / rel)
 
     def video_path(self, stream: str) -> Path:
-        return self.root / self.spec.streams[stream].video
+        """The stream's video file, or its folder of images (`frames:`)."""
+        s = self.spec.streams[stream]
+        return self.root / (s.frames if s.frames is not None else s.video)
 
     def gt_path(self, stream: str) -> Path | None:
         return self.path(self.spec.streams[stream].gt)
@@ -156,8 +170,19 @@ class Flight:
         return self.spec.name or self.root.name
 
 
+def _check_inside(rel: str | None, key: str, manifest: Path) -> None:
+    """A path of flight.yaml must stay inside the flight folder: relative, and no `..` leading out of
+    it. Data kept elsewhere is linked into the folder (a symbolic link inside it is followed), as
+    `dronetrack import-svanstrom` does, so a flight folder from someone else reads nothing outside."""
+    if rel is None:
+        return
+    if Path(rel).is_absolute() or os.path.normpath(rel).split(os.sep)[0] == "..":
+        raise InputError(f"{key}: {rel} is outside the flight folder (paths are relative to it; "
+                         "link data kept elsewhere into the folder)", manifest)
+
+
 def load_flight(folder: str | Path) -> Flight:
-    """Read and validate `folder/flight.yaml`; every named file must exist."""
+    """Read and validate `folder/flight.yaml`; every named file must exist, inside the folder."""
     root = Path(folder)
     if not root.exists():
         raise InputError("no such flight folder", root)
@@ -168,16 +193,27 @@ def load_flight(folder: str | Path) -> Flight:
         raise InputError("not a flight folder (no flight.yaml)", root)
     from pipeline.errors import ConfigError
 
+    data = load_yaml(manifest)
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping (streams, telemetry, ...) at the top level, got "
+                         f"{type(data).__name__}", manifest)
     try:
-        spec = from_dict(FlightSpec, load_yaml(manifest), "")
+        spec = from_dict(FlightSpec, data, "")
     except ConfigError as e:
         raise InputError(str(e), manifest) from None
     flight = Flight(root, spec)
+    for name, s in spec.streams.items():
+        for key in ("video", "timestamps", "gt", "frames"):
+            _check_inside(getattr(s, key), f"streams.{name}.{key}", manifest)
+    for key in ("gps_rtk", "camera"):
+        _check_inside(getattr(spec.telemetry, key), f"telemetry.{key}", manifest)
     for name, s in spec.streams.items():
         for key in ("video", "timestamps", "gt"):
             rel = getattr(s, key)
             if rel is not None and not (root / rel).is_file():
                 raise InputError(f"streams.{name}.{key}: file {rel} does not exist", manifest)
+        if s.frames is not None and not (root / s.frames).is_dir():
+            raise InputError(f"streams.{name}.frames: folder {s.frames} does not exist", manifest)
     for key in ("gps_rtk", "camera"):
         rel = getattr(spec.telemetry, key)
         if rel is not None and not (root / rel).is_file():

@@ -1,5 +1,5 @@
-"""Live sources: a camera index, a video file played as a camera, an FFmpeg URL (RTSP, HTTP, TCP,
-UDP, ...) or a GStreamer pipeline.
+"""Live sources: a camera index, a video file or a folder of images played as a camera, an FFmpeg URL
+(RTSP, HTTP, TCP, UDP, ...) or a GStreamer pipeline.
 
 A `LiveGrabber` thread reads one source continuously and keeps only the newest frame (one slot, not a
 queue), stamped with `time.monotonic()` at capture; a frame overwritten before anyone read it counts
@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.io.frames import FolderCapture, list_images
 from pipeline.types import FrameBundle
 
 log = logging.getLogger("dronetrack.live")
@@ -42,9 +43,35 @@ def has_gstreamer() -> bool:
     return bool(m) and m.group(1).upper().startswith("YES")
 
 
+URL_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtmpe", "rtmpt", "http", "https", "tcp", "udp", "rtp",
+                         "srt", "rist", "mms", "mmsh", "mmst", "hls", "ftp", "sftp", "tls"})
+LISTEN_SCHEMES = frozenset({"udp", "rtp", "srt", "rist", "tcp", "tls"})  # may omit the host (listen on a port)
+
+
+def check_url(url: str) -> None:
+    """InputError (credentials masked) unless `url` has a scheme FFmpeg streams from, a host, and a port
+    in 1..65535 when it gives one. Whether the host answers is found out by connecting (and retrying)."""
+    from urllib.parse import urlsplit
+
+    shown = mask_credentials(url)
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in URL_SCHEMES:
+        raise InputError(f"{shown}: unsupported URL scheme {scheme!r} (known: {', '.join(sorted(URL_SCHEMES))})")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InputError(f"{shown}: bad port (expected 1..65535)") from None
+    if not parts.hostname and not (scheme in LISTEN_SCHEMES and port is not None):  # udp://@:5000 listens
+        raise InputError(f"{shown}: no host in the URL")
+    if port is not None and not 1 <= port <= 65535:
+        raise InputError(f"{shown}: bad port {port} (expected 1..65535)")
+
+
 @dataclass(frozen=True)
 class SourceSpec:
-    """kind: 'camera' (target: index or device path), 'file', 'url' or 'gstreamer' (target: pipeline)."""
+    """kind: 'camera' (target: index or device path), 'file', 'frames' (a folder of images), 'url' or
+    'gstreamer' (target: pipeline)."""
 
     kind: str
     target: int | str
@@ -61,7 +88,8 @@ class SourceSpec:
 
 def parse_source(spec: str) -> SourceSpec:
     """Camera index ("0"), /dev/video*, FFmpeg URL (scheme://), GStreamer pipeline ("gst:..." or one
-    with "!"), else a video file (checked here: InputError if missing or unreadable).
+    with "!"), a folder of images (played as a camera), else a video file (checked here: InputError
+    if missing or unreadable, or a folder without images).
 
     Also silences FFmpeg's own log (unless OPENCV_FFMPEG_LOGLEVEL is set), which prints failing URLs
     with their credentials; OpenCV reads that setting once, at its first FFmpeg use in the process.
@@ -70,10 +98,11 @@ def parse_source(spec: str) -> SourceSpec:
     s = str(spec).strip()
     if not s:
         raise InputError("empty live source")
-    if s.isdigit():
+    if s.isascii() and s.isdigit():  # not '¹' (found by tests/test_fuzz_parsers.py)
         return SourceSpec("camera", int(s))
     m = _URL.match(s)
     if m and m.group(1).lower() != "file":  # before "!": a password may hold one
+        check_url(s)
         return SourceSpec("url", s)
     if s.startswith("gst:") or "!" in s:
         if not has_gstreamer():
@@ -82,6 +111,9 @@ def parse_source(spec: str) -> SourceSpec:
     path = Path(s[len("file://"):] if m else s)
     if str(path).startswith("/dev/video"):
         return SourceSpec("camera", str(path))
+    if path.is_dir():
+        list_images(path)  # InputError when it holds no image
+        return SourceSpec("frames", str(path))
     if not path.is_file():
         raise InputError("no such file (a live source is a camera index, a video file, an FFmpeg URL "
                          "or a GStreamer pipeline)", path)
@@ -98,15 +130,17 @@ class LiveGrabber:
 
     `read(timeout)` returns `(frame, t_capture, seq)` for a frame not read before (the newest one),
     or None when none arrives within `timeout` seconds (or the grabber has stopped or ended).
-    `seq` counts grabbed frames from 1. A file is paced at its own fps; at its end it is reopened
+    `seq` counts grabbed frames from 1. A file is paced at its own fps (a frame folder at `fps`, default
+    30; an unreadable image in it is logged and skipped); at its end it is reopened
     like a lost stream (a reconnect), or with `loop=False` the grabber ends (`ended`).
     Timeouts are in seconds; `open_timeout` and `read_timeout` apply to FFmpeg URLs.
     """
 
     def __init__(self, spec: str | SourceSpec, name: str = "rgb", reconnect_initial: float = 0.5,
                  reconnect_max: float = 5.0, open_timeout: float = 10.0, read_timeout: float = 5.0,
-                 loop: bool = True):
+                 loop: bool = True, fps: float | None = None):
         self.spec = spec if isinstance(spec, SourceSpec) else parse_source(spec)
+        self.fps = fps  # a frame folder's rate (default 30); a video file has its own
         self.name = name
         self.reconnect_initial = reconnect_initial
         self.reconnect_max = reconnect_max
@@ -189,10 +223,15 @@ class LiveGrabber:
                 cap = cv2.VideoCapture(target, cv2.CAP_GSTREAMER)
             elif kind == "file":
                 cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
+            elif kind == "frames":  # listed again at each pass: images added meanwhile are played too
+                cap = FolderCapture(target, self.fps or 30.0, skip_unreadable=True)
             else:
                 cap = cv2.VideoCapture(target)
         except cv2.error as e:
             log.warning("%s: %s", self.name, mask_credentials(str(e)).strip().splitlines()[-1])
+            return None
+        except InputError as e:  # a frame folder emptied meanwhile
+            log.warning("%s: %s", self.name, e)
             return None
         if cap.isOpened():
             return cap
@@ -210,7 +249,7 @@ class LiveGrabber:
     def _pump(self, cap: cv2.VideoCapture) -> int:
         """Read until the stream fails, ends or the grabber stops; returns the number of frames."""
         period = 0.0
-        if self.spec.kind == "file":
+        if self.spec.kind in ("file", "frames"):
             fps = cap.get(cv2.CAP_PROP_FPS)
             period = 1.0 / fps if fps and fps > 0 else 1.0 / 30
         t0, n = time.monotonic(), 0
@@ -246,7 +285,7 @@ class LiveGrabber:
                 self._connected = False
             if self._stop.is_set():
                 break
-            if self.spec.kind == "file" and not self.loop:
+            if self.spec.kind in ("file", "frames") and not self.loop:
                 log.info("%s: end of file", who)
                 self._ended.set()
                 with self._cond:
@@ -254,7 +293,7 @@ class LiveGrabber:
                 break
             if n:  # a stream that gave frames is reopened at once; backoff applies to repeated failures
                 delay = self.reconnect_initial
-                if self.spec.kind != "file":
+                if self.spec.kind not in ("file", "frames"):
                     log.warning("%s: stream lost after %d frames; reconnecting", who, n)
             else:
                 log.warning("%s: opened but gave no frame; retrying in %.1f s", who, delay)

@@ -1,10 +1,12 @@
 """MOTChallenge text files: frame, id, left, top, width, height, conf|flag, x|class, y|visibility, z.
 
 Reading validates every line (a malformed line is an `InputError` naming the file and line); an empty
-file is legal. Writing goes through `MotWriter`, which flushes after every frame.
+file is legal. A malformed last line without its newline is what a run killed while writing leaves: it
+is dropped with a warning naming the file and line, and the lines before it are read. Writing goes through `MotWriter`, which flushes after every frame.
 """
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import IO
@@ -13,6 +15,8 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.types import Detections
+
+log = logging.getLogger("dronetrack.motio")
 
 
 def read_mot(path: str | Path, min_cols: int = 6) -> np.ndarray:
@@ -23,33 +27,47 @@ def read_mot(path: str | Path, min_cols: int = 6) -> np.ndarray:
         raise InputError("no such file", path)
     rows: list[list[float]] = []
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:
             for lineno, line in enumerate(f, 1):
                 s = line.strip()
                 if not s or s.startswith("#"):
                     continue
-                parts = [p for p in s.replace(";", ",").split(",")]
-                if len(parts) == 1:
-                    parts = s.split()
-                if len(parts) < min_cols or len(parts) > 10:
-                    raise InputError(f"expected {min_cols} to 10 comma-separated values, got {len(parts)}", path, lineno)
                 try:
-                    vals = [float(p) for p in parts]
-                except ValueError:
-                    raise InputError(f"not a number in {s[:60]!r}", path, lineno) from None
-                if not all(math.isfinite(v) for v in vals):
-                    raise InputError("NaN or infinite value", path, lineno)
-                if vals[0] < 0 or vals[0] != int(vals[0]):
-                    raise InputError(f"frame must be a non-negative integer, got {parts[0]}", path, lineno)
-                if vals[4] < 0 or vals[5] < 0:
-                    raise InputError("negative box width or height", path, lineno)
-                rows.append(vals + [-1.0] * (10 - len(vals)))
+                    rows.append(_mot_row(s, min_cols, path, lineno))
+                except InputError as e:
+                    if line.endswith(("\n", "\r")):
+                        raise
+                    # an unterminated last line: a run killed while writing it (outputs are flushed
+                    # line by line); the finished lines before it are kept
+                    log.warning("%s (last line cut: dropped)", e)
     except UnicodeDecodeError:
         raise InputError("not a text file", path) from None
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror}", path) from None
     arr = np.asarray(rows, np.float64).reshape(-1, 10)
     return arr[np.argsort(arr[:, 0], kind="stable")]
+
+
+def _mot_row(s: str, min_cols: int, path: Path, lineno: int) -> list[float]:
+    """One stripped, non-comment line -> its 10 values (missing trailing columns -1)."""
+    parts = s.replace(";", ",").split(",")
+    if len(parts) == 1:
+        parts = s.split()
+    if len(parts) < min_cols or len(parts) > 10:
+        raise InputError(f"expected {min_cols} to 10 comma-separated values, got {len(parts)}", path, lineno)
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise InputError(f"not a number in {s[:60]!r}", path, lineno) from None
+    if not all(math.isfinite(v) for v in vals):
+        raise InputError("NaN or infinite value", path, lineno)
+    if not 0 <= vals[0] < 2**31 or vals[0] != int(vals[0]):
+        raise InputError(f"frame must be a non-negative integer, got {parts[0]}", path, lineno)
+    if not -2**31 <= vals[1] < 2**31 or vals[1] != int(vals[1]):
+        raise InputError(f"id must be an integer, got {parts[1]}", path, lineno)
+    if vals[4] < 0 or vals[5] < 0:
+        raise InputError("negative box width or height", path, lineno)
+    return vals + [-1.0] * (10 - len(vals))
 
 
 def rows_to_detections(rows: np.ndarray, with_ids: bool = False) -> Detections:

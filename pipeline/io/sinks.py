@@ -98,13 +98,15 @@ def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.Vide
 
 class AnnotatedVideoSink:
     """`OUT/annotated/<stream>.mp4`: detections (thin grey), tracks (coloured, with id and a short
-    trail of recent centres)."""
+    trail of recent centres). A frame whose size differs from the stream's first is drawn, then
+    resized to the first one's size."""
 
     def __init__(self, out_dir: str | Path, fps: dict[str, float], trail: int = 20):
         self.out_dir = Path(out_dir)
         self.fps = fps
         self.trail = trail
         self.writers: dict[str, cv2.VideoWriter] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}  # (width, height) of each stream's video
         self.trails: dict[str, dict[int, deque]] = defaultdict(dict)
 
     def write(self, bundle: FrameBundle) -> None:
@@ -113,10 +115,13 @@ class AnnotatedVideoSink:
                 continue
             img = bundle.images[s]
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img.copy()
+            h, w = img.shape[:2]
             if s not in self.writers:
-                h, w = img.shape[:2]
                 self.writers[s] = open_video_writer(self.out_dir / f"{s}.mp4", self.fps[s], (w, h))
+                self.sizes[s] = (w, h)
             self.draw(img, s, bundle.detections.get(s), bundle.tracks.get(s))
+            if (w, h) != self.sizes[s]:  # frames of other sizes (a folder of images): to the first one's
+                img = cv2.resize(img, self.sizes[s], interpolation=cv2.INTER_AREA)
             self.writers[s].write(img)
 
     def draw(self, img: np.ndarray, stream: str, dets: Detections | None, tracks: Detections | None) -> None:

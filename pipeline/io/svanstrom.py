@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import yaml
 
 from pipeline.errors import InputError
+from pipeline.io.atomic import write_yaml
 from pipeline.io.flight import Flight
 
 SVANSTROM_CLASSES = ("drone", "bird", "airplane", "helicopter")
@@ -108,7 +108,7 @@ def write_flight(clip: Clip, folder: Path, copy: bool = False) -> Path:
                                  "annotated": _runs([r[0] for r in rows])}},
             "meta": {"svanstrom": {"clip": clip.name, "sensor": clip.sensor, "label": clip.label,
                                    "frames": clip.frames, "labelled_frames": len(rows), "dropped": dropped}}}
-    (folder / "flight.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    write_yaml(folder / "flight.yaml", spec)  # last and atomic: a folder with a flight.yaml is complete
     return folder
 
 

@@ -16,14 +16,17 @@ kept as written). Invalid samples (fix 0) are dropped, so their instants become 
 position carries the worse fix of its two samples (`FIX_RANK`). NMEA heights are
 ellipsoidal: the sentence's altitude above mean sea level plus its geoid separation.
 
-A NaN, a missing column or field, a bad NMEA checksum or time going backwards is an `InputError` naming
-the file and line. Interpolation is linear (angles on the circle); an instant outside the log or inside
+A NaN, a missing column or field, a bad NMEA checksum, time going backwards or repeating, a value in an
+implausible unit (lat outside [-90, 90], altitude beyond 20 km, an angle beyond a turn, a target 100 km
+from the turret) or a position jumping faster than `max_speed` is an `InputError` naming the file and
+line. Gaps longer than `max_gap` are not errors: one warning per log, counted in `Telemetry.gaps`. Interpolation is linear (angles on the circle); an instant outside the log or inside
 a gap longer than `max_gap` seconds gives None ("unknown"), never an extrapolated guess.
 """
 from __future__ import annotations
 
 import csv
 import functools
+import logging
 import math
 import operator
 import re
@@ -36,6 +39,8 @@ import numpy as np
 from pipeline.errors import InputError
 from pipeline.io.flight import Flight
 from pipeline.types import TargetState, TelemetrySample
+
+log = logging.getLogger("dronetrack.telemetry")
 
 GPS_COLUMNS = ("t", "target_id", "lat", "lon", "alt", "fix")
 CAMERA_COLUMNS = ("t", "lat", "lon", "alt", "pan", "tilt", "roll")
@@ -79,9 +84,72 @@ def read_csv_table(path: str | Path, columns: tuple[str, ...]) -> tuple[np.ndarr
                 lines.append(lineno)
     except UnicodeDecodeError:
         raise InputError("not a text file", path) from None
+    except csv.Error as e:  # a NUL byte, a field over the csv module's size limit
+        raise InputError(f"malformed CSV ({e})", path, reader.line_num) from None
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror}", path) from None
     return np.asarray(rows, np.float64).reshape(-1, len(columns)), np.asarray(lines, np.int64)
+
+
+# Plausible ranges: a value outside is in another unit (radians are caught by the turret-to-target
+# distance instead, millidegrees, 1e-7 degrees, feet or millimetres of altitude here) or garbage.
+RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 360.0), "alt": (-20000.0, 20000.0),
+          "pan": (-360.0, 360.0), "tilt": (-360.0, 360.0), "roll": (-360.0, 360.0)}
+UNITS = {"lat": "degrees", "lon": "degrees", "alt": "metres", "pan": "degrees", "tilt": "degrees", "roll": "degrees"}
+JITTER_M = 50.0  # metres a position may jump beyond max_speed * dt (noise of a plain GPS fix)
+MAX_TARGET_DISTANCE_M = 100_000.0  # a cooperative target farther than this from the turret is another unit
+
+
+def _check_ranges(rows: np.ndarray, lines: np.ndarray, columns: tuple[str, ...], path: Path) -> None:
+    for k, c in enumerate(columns):
+        if c not in RANGES or not len(rows):
+            continue
+        lo, hi = RANGES[c]
+        bad = np.flatnonzero((rows[:, k] < lo) | (rows[:, k] > hi))
+        if len(bad):
+            i = bad[0]
+            raise InputError(f"{c} {rows[i, k]:g} is outside [{lo:g}, {hi:g}] (expected {UNITS[c]}: "
+                             "another unit?)", path, int(lines[i]))
+
+
+def _metres(lla0: np.ndarray, lla1: np.ndarray) -> np.ndarray:
+    """Distance between lat/lon/alt rows (degrees, metres), locally flat: enough to tell glitches."""
+    lat = np.radians(0.5 * (lla0[..., 0] + lla1[..., 0]))
+    d = lla1 - lla0
+    dlon = (d[..., 1] + 180.0) % 360.0 - 180.0
+    return np.sqrt((d[..., 0] * 111_320.0) ** 2 + (dlon * 111_320.0 * np.cos(lat)) ** 2 + d[..., 2] ** 2)
+
+
+def _check_speed(t: np.ndarray, lla: np.ndarray, lines: np.ndarray, path: Path, max_speed: float,
+                 what: str) -> None:
+    """A position that jumps farther than max_speed allows (plus GPS noise) is a glitch: InputError
+    naming the line of the sample it jumps to."""
+    if len(t) < 2:
+        return
+    dt, dist = np.diff(t), _metres(lla[:-1], lla[1:])
+    bad = np.flatnonzero(dist > max_speed * dt + JITTER_M)
+    if len(bad):
+        i = bad[0]
+        size = f"{dist[i] / 1000:.1f} km" if dist[i] >= 1000 else f"{dist[i]:.0f} m"
+        raise InputError(f"{what} jumps {size} in {dt[i]:.3g} s ({dist[i] / dt[i]:.0f} m/s; telemetry.max_speed "
+                         f"is {max_speed:g} m/s): a glitch, or positions in another unit", path, int(lines[i + 1]))
+
+
+def _warn_gaps(path: Path, series: dict[str, tuple[np.ndarray, np.ndarray]], max_gap: float,
+               counts: dict[str, int]) -> None:
+    """Count each series' gaps longer than max_gap into `counts`; one warning for the file if any."""
+    longest: tuple[float, int] | None = None
+    total = 0
+    for name, (t, lines) in series.items():
+        big = np.flatnonzero(np.diff(t) > max_gap) if len(t) > 1 else np.zeros(0, np.int64)
+        counts[name] = len(big)
+        total += len(big)
+        for i in big:
+            if longest is None or t[i + 1] - t[i] > longest[0]:
+                longest = (float(t[i + 1] - t[i]), int(lines[i + 1]))
+    if longest is not None:
+        log.warning("%s:%d: %d gap(s) longer than telemetry.max_gap (%g s), the longest %.3g s ending here: "
+                    "telemetry is unknown inside them", path, longest[1], total, max_gap, longest[0])
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -221,22 +289,34 @@ class Series:
 class Telemetry:
     """Both logs of a flight; `sample(t)` gives the `TelemetrySample` at video time t."""
 
-    def __init__(self, camera: Series | None, targets: dict[int, tuple[Series, np.ndarray]], clock_offset: float):
+    def __init__(self, camera: Series | None, targets: dict[int, tuple[Series, np.ndarray]], clock_offset: float,
+                 gaps: dict[str, int] | None = None):
         self.camera = camera
         self.targets = targets  # id -> (lat/lon/alt series, fix per row)
         self.clock_offset = clock_offset
+        self.gaps = gaps or {}  # "camera" / "target <id>" -> gaps longer than max_gap
 
     @classmethod
     def load(cls, gps_path: str | Path | None, camera_path: str | Path | None,
              clock_offset: float = 0.0, max_gap: float = 1.0,
-             gps_format: Literal["auto", "csv", "nmea"] = "auto", nmea_target_id: int = 1) -> "Telemetry":
+             gps_format: Literal["auto", "csv", "nmea"] = "auto", nmea_target_id: int = 1,
+             max_speed: float = 150.0) -> "Telemetry":
         """Read the logs. `gps_format` auto: NMEA for a `.nmea` file or one starting with '$', else CSV;
-        an NMEA log holds one target, `nmea_target_id`."""
-        camera = None
+        an NMEA log holds one target, `nmea_target_id`. Values outside plausible ranges (`RANGES`: lat
+        in [-90, 90], altitude within 20 km, angles within a turn), a position jumping faster than
+        `max_speed` m/s (plus 50 m of GPS noise), or a target more than 100 km from the turret (lat/lon
+        in radians, say) are errors naming the line. Gaps longer than `max_gap` are not errors (the
+        instants inside are unknown): each log with some is reported in one warning, and counted in
+        `gaps`."""
+        camera, gaps = None, {}
         if camera_path is not None:
+            camera_path = Path(camera_path)
             rows, lines = read_csv_table(camera_path, CAMERA_COLUMNS)
-            _check_increasing(rows[:, 0], lines, Path(camera_path))
+            _check_increasing(rows[:, 0], lines, camera_path)
+            _check_ranges(rows, lines, CAMERA_COLUMNS, camera_path)
+            _check_speed(rows[:, 0], rows[:, 1:4], lines, camera_path, max_speed, "the turret")
             camera = Series(rows[:, 0], rows[:, 1:], CAMERA_COLUMNS[1:], max_gap)
+            _warn_gaps(camera_path, {"camera": (camera.t, lines)}, max_gap, gaps)
         targets: dict[int, tuple[Series, np.ndarray]] = {}
         if gps_path is not None:
             gps_path = Path(gps_path)
@@ -245,13 +325,34 @@ class Telemetry:
                 rows, ids = np.insert(rows, 1, nmea_target_id, axis=1), [nmea_target_id]
             else:
                 rows, lines = read_csv_table(gps_path, GPS_COLUMNS)
+                for k, c in ((1, "target_id"), (5, "fix")):
+                    bad = np.flatnonzero((rows[:, k] != np.round(rows[:, k])) | (rows[:, k] < 0))
+                    if len(bad):
+                        raise InputError(f"{c} must be a non-negative integer, got {rows[bad[0], k]:g}", gps_path,
+                                         int(lines[bad[0]]))
                 ids = np.unique(rows[:, 1]).astype(int).tolist()
+            _check_ranges(rows[:, 2:5], lines, GPS_COLUMNS[2:5], gps_path)
+            series_lines = {}
             for tid in ids:
                 sel = rows[:, 1] == tid
                 _check_increasing(rows[sel, 0], lines[sel], gps_path, f" for target {tid}")
-                r = rows[sel & (rows[:, 5] != FIX_INVALID)]
+                keep = sel & (rows[:, 5] != FIX_INVALID)
+                r = rows[keep]
+                _check_speed(r[:, 0], r[:, 2:5], lines[keep], gps_path, max_speed, f"target {tid}")
+                if camera is not None and len(r):
+                    far = _metres(np.append(camera.values[0, :2], r[0, 4]), r[0, 2:5])
+                    if far > MAX_TARGET_DISTANCE_M:
+                        raise InputError(f"target {tid} is {far / 1000:.0f} km from the turret of {camera_path.name}: "
+                                         "lat/lon in another unit (radians?) or logs of another place",
+                                         gps_path, int(lines[keep][0]))
                 targets[int(tid)] = (Series(r[:, 0], r[:, 2:5], ("lat", "lon", "alt"), max_gap), r[:, 5])
-        return cls(camera, targets, clock_offset)
+                series_lines[f"target {tid}"] = (r[:, 0], lines[keep])
+            _warn_gaps(gps_path, series_lines, max_gap, gaps)
+        return cls(camera, targets, clock_offset, gaps)
+
+    def report(self) -> dict[str, int]:
+        """For summary.json: gaps longer than max_gap per log ("camera", "target <id>"), where any."""
+        return {k: v for k, v in self.gaps.items() if v}
 
     def camera_at(self, t_video: float) -> dict[str, float] | None:
         """The turret's lat, lon, alt, pan, tilt, roll at video time t; None when unknown."""
@@ -297,4 +398,4 @@ def load_flight_telemetry(flight: Flight) -> Telemetry | None:
     if spec.gps_rtk is None and spec.camera is None:
         return None
     return Telemetry.load(flight.path(spec.gps_rtk), flight.path(spec.camera), spec.clock_offset, spec.max_gap,
-                          spec.gps_format, spec.nmea_target_id)
+                          spec.gps_format, spec.nmea_target_id, spec.max_speed)

@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.geometry.camera import CameraPose, project_enu, stream_extrinsics
 from pipeline.synth.background import Panorama, ray_grid, to_grey
 from pipeline.synth.models import AMBIENT_C, MODELS, Part
-from pipeline.synth.scenario import SKIES, Scenario, StreamSetup
+from pipeline.synth.scenario import Scenario, StreamSetup, sky_colours
 
 GT_ALPHA = 0.2       # a pixel belongs to an object's box where its coverage reaches this (or half
                      # the sprite's peak coverage, for tiny or motion-blurred objects)
@@ -37,6 +37,7 @@ class Box:
     oid: int
     ltwh: tuple[int, int, int, int]
     visibility: float
+    kind: str = "drone"
 
 
 def _line_kernel(d: np.ndarray) -> np.ndarray | None:
@@ -74,10 +75,12 @@ class StreamRenderer:
             self.agc: np.ndarray | None = None  # smoothed (low, high) grey of the scene
         sa, se = np.radians(scn.sun)
         self.sun_dir = np.array([np.sin(sa) * np.cos(se), np.cos(sa) * np.cos(se), np.sin(se)])
-        self.horizon_rgb = np.array(SKIES[scn.sky["kind"]][1], float)
+        self.horizon_rgb = np.array(sky_colours(scn)[1], float)
+        self.gt_kinds = tuple(scn.profile.get("gt_kinds", ("drone",)))  # object kinds given boxes
 
     def render(self, t: float) -> tuple[np.ndarray, list[Box]]:
-        """The frame at time t (uint8, grey for thermal) and the boxes of visible drones."""
+        """The frame at time t (uint8, grey for thermal) and the boxes of visible drones (of every object
+        kind in the randomized profile)."""
         turret = self.scn.turret
         pose = turret.pose(t)
         exp = self.s.exposure
@@ -95,7 +98,7 @@ class StreamRenderer:
             self._composite(frame, sp)
         frame = self._agc(frame) if self.thermal else self._glare(frame, pose)
         frame = self._noise(frame)
-        boxes = [b for i, sp in enumerate(sprites) if sp.kind == "drone" and (b := self._box(sp, sprites[i + 1:]))]
+        boxes = [b for i, sp in enumerate(sprites) if sp.kind in self.gt_kinds and (b := self._box(sp, sprites[i + 1:]))]
         return frame, boxes
 
     def _sprite(self, obj, t: float, pose: CameraPose, pose_a: CameraPose, pose_b: CameraPose) -> Sprite | None:
@@ -220,7 +223,7 @@ class StreamRenderer:
         if vis < 0.05:
             return None
         return Box(sp.oid, (xa + int(cols[0]), ya + int(rows[0]), int(cols[-1] - cols[0] + 1),
-                            int(rows[-1] - rows[0] + 1)), round(min(vis, 1.0), 3))
+                            int(rows[-1] - rows[0] + 1)), round(min(vis, 1.0), 3), sp.kind)
 
     def _glare(self, frame: np.ndarray, pose: CameraPose) -> np.ndarray:
         """Veiling glare and lens ghosts when the sun is in or near the field of view."""

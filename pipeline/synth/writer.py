@@ -12,16 +12,21 @@ from pipeline.errors import InputError
 from pipeline.geometry.camera import enu_to_geodetic
 from pipeline.synth.background import T_HIGH, T_LOW, build_panoramas
 from pipeline.synth.render import Box, StreamRenderer
-from pipeline.synth.scenario import Scenario, StreamSetup, make_scenario
+from pipeline.synth.scenario import GT_CLASSES, Scenario, StreamSetup, make_scenario
 
 GPS_HZ, CAMERA_HZ = 10.0, 50.0
 FIX_NOISE = {4: (0.015, 0.025), 5: (0.15, 0.3), 1: (1.2, 2.5)}  # RTK fixed, float, single: sigma h, v (m)
 
 
-def generate_flight(out_dir: str | Path, seed: int = 0, seconds: float = 20.0, drones: int = 3, birds: int = 2
-                    ) -> Path:
+def generate_flight(out_dir: str | Path, seed: int = 0, seconds: float = 20.0, drones: int = 3, birds: int = 2,
+                    randomize: bool = False) -> Path:
     """Write a synthetic flight (RGB + thermal video, timestamps, GPS-RTK and turret logs, ground truth,
-    presence windows) to `out_dir` and return its path. The same arguments give byte-identical files."""
+    presence windows) to `out_dir` and return its path. The same arguments give byte-identical files.
+
+    `randomize`: the domain-randomized profile (pipeline/synth/scenario.py): random sensor sizes and fields
+    of view, drone shapes and sizes of about 3-200 px, cluttered backgrounds, and distractors (`birds` lone
+    birds plus now and then a flock, airplanes, helicopters) that are in the ground truth with their
+    classes (1 drone, 2 bird, 3 airplane, 4 helicopter); presence windows and GPS logs stay the drones'."""
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "flight.yaml").is_file())):
         raise InputError("exists and is not an empty folder or a flight folder", out)
@@ -29,8 +34,8 @@ def generate_flight(out_dir: str | Path, seed: int = 0, seconds: float = 20.0, d
         raise InputError(f"need seconds >= 0.1 and non-negative counts (got {seconds}, {drones}, {birds})", out)
     for sub in ("timestamps", "telemetry", "gt"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    scn = make_scenario(seed, seconds, drones, birds)
-    seeds = np.random.SeedSequence([seed, 2]).spawn(4)
+    scn = make_scenario(seed, seconds, drones, birds, randomize=randomize)
+    seeds = np.random.SeedSequence([seed, 12 if randomize else 2]).spawn(4)
     panos = build_panoramas(scn, np.random.default_rng(seeds[0]))
     presence = []
     for k, (name, setup) in enumerate(scn.streams.items()):
@@ -39,9 +44,9 @@ def generate_flight(out_dir: str | Path, seed: int = 0, seconds: float = 20.0, d
         _write_csv(out / "timestamps" / f"{name}.csv", "frame,t",
                    [f"{i + 1},{t:.6f}" for i, t in enumerate(setup.timestamps)])
         _write_csv(out / "gt" / f"{name}.txt", None,
-                   [f"{f},{b.oid},{b.ltwh[0]},{b.ltwh[1]},{b.ltwh[2]},{b.ltwh[3]},1,1,{b.visibility:.3f}"
-                    for f, frame_boxes in enumerate(boxes, 1) for b in frame_boxes])
-        presence += _presence(name, setup, boxes)
+                   [f"{f},{b.oid},{b.ltwh[0]},{b.ltwh[1]},{b.ltwh[2]},{b.ltwh[3]},1,{GT_CLASSES[b.kind]},"
+                    f"{b.visibility:.3f}" for f, frame_boxes in enumerate(boxes, 1) for b in frame_boxes])
+        presence += _presence(name, setup, [[b for b in fb if b.kind == "drone"] for fb in boxes])
     _write_csv(out / "telemetry" / "gps_rtk.csv", "t,target_id,lat,lon,alt,fix",
                _gps_rows(scn, np.random.default_rng(seeds[3])))
     _write_csv(out / "telemetry" / "camera.csv", "t,lat,lon,alt,pan,tilt,roll", _camera_rows(scn))
@@ -137,14 +142,18 @@ def _manifest(scn: Scenario, presence: list[dict]) -> dict:
     for o in scn.objects:
         lk = o.look
         temps = {k: round(lk[k], 2) for k in ("body_temp", "motor_temp", "skin_temp", "engine_temp") if k in lk}
-        objects.append({"id": o.id, "kind": o.kind, "span_m": round(o.span, 3), **temps,
-                        "in_gt": o.kind == "drone"})
+        shape = {"shape": lk["shape"]} if "shape" in lk else {}
+        objects.append({"id": o.id, "kind": o.kind, **shape, "span_m": round(o.span, 3), **temps,
+                        "in_gt": o.kind in scn.profile.get("gt_kinds", ("drone",))})
     meta = {"generator": "dronetrack synth", "seed": scn.seed, "seconds": scn.seconds,
             "reference": {"lat": scn.ref[0], "lon": scn.ref[1], "alt": scn.ref[2]},
             "sky": {"kind": scn.sky["kind"], "clouds": round(scn.sky["clouds"], 3)},
             "sun": {"azimuth": round(scn.sun[0] % 360, 3), "elevation": round(scn.sun[1], 3)},
             "thermal_grey": {"celsius_at_0": T_LOW, "celsius_at_255": T_HIGH},
             "objects": objects}
+    if scn.profile.get("randomized"):
+        meta["profile"] = {"name": "randomized", "world": dict(scn.profile["world"]),
+                           "classes": {k: v for k, v in GT_CLASSES.items()}}
     return {"name": f"synth-{scn.seed}", "streams": streams,
             "telemetry": {"gps_rtk": "telemetry/gps_rtk.csv", "camera": "telemetry/camera.csv",
                           "clock_offset": 0.0, "max_gap": 1.0},

@@ -23,6 +23,7 @@ import torch
 
 from pipeline.errors import InputError
 from pipeline.io.flight import Flight, load_flight
+from pipeline.io.frames import open_capture
 from pipeline.io.motio import read_mot
 from pipeline.io.svanstrom import clip_info
 
@@ -100,7 +101,7 @@ def _read_stream(flight: Flight, stream: str, every: int, keep_labels: set[int],
 
     last = max(b for _, b in spec.annotated) if spec.annotated else math.inf
     path = flight.video_path(stream)
-    cap = cv2.VideoCapture(str(path))
+    cap = open_capture(path)  # a video file, or a folder of images
     if not cap.isOpened():
         raise InputError("cannot open video", path)
     out, f = [], 0

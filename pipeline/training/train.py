@@ -8,12 +8,18 @@ on paired, registered RGB + thermal frames of synthetic flights (pipeline.traini
 AP50 on the reference grid.
 
 OUT (the config's `out`) receives `last.pt` (every validation, with the optimizer state: `--resume`
-continues from it), `best.pt` (the best validation score so far), `log.txt`, `config.yaml` and, when
-`export` is set, the shipped half-precision copy of the best checkpoint.
+continues from it), `best.pt` (the best validation score so far), `log.txt`, `losses.csv` (every step's
+losses), `config.yaml` and, when `export` is set, the shipped half-precision copy of the best checkpoint.
+
+Several processes (torchrun, or `dronetrack train --nproc N`): pipeline/training/distributed.py; `main` below is
+what each process runs (`python -m pipeline.training.train CONFIG`).
 """
 from __future__ import annotations
 
 import math
+import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -24,6 +30,7 @@ import yaml
 
 from detectors.checkpoint import load_checkpoint, load_state, save_checkpoint
 from detectors.dpfcn import DPFCNConfig
+from detectors.pyramid import PyramidConfig
 from detectors.inference import pick_device
 from detectors.training import OptimConfig, TrainingDiverged, make_optimizer, train_loop
 from detectors.wildcat import localize_batch
@@ -34,9 +41,13 @@ from pipeline.errors import ConfigError, DronetrackError, InputError
 from fusion.detector import FusionDetectorConfig
 from pipeline.training.fusion_data import FusionDataConfig
 from pipeline.models import WildcatModelConfig, build_model, resolve_path
+from pipeline.io.atomic import write_yaml
 from pipeline.io.flight import load_flight
 from pipeline.io.svanstrom import SVANSTROM_CLASSES, clip_info, import_svanstrom
+from pipeline.training.scale_data import ScaleConfig, scale_dataset
 from pipeline.training.weak_data import WeakConfig, WeakCropDataset, WeakFrames
+from pipeline.training.distributed import DDPConfig, Dist, default_threads, run_worker, setup
+from pipeline.training.distributed import infinite_batches  # noqa: F401  (the batches of train(), here as before)
 
 
 @dataclass
@@ -52,12 +63,28 @@ class SvanstromData:
     root: str = "../shared/data/svanstrom"  # relative: from the working directory, else the project root
     sensors: list[Literal["ir", "v"]] = field(default_factory=lambda: ["ir", "v"])
     max_clips: int | None = None  # per (sensor, label), for quick runs
+    # clips held out for testing, never trained or validated on: round(test_fraction * n) of each
+    # (sensor, label) stratum, chosen by test_seed (tools/real_eval.py scores them)
+    test_fraction: float = 0.0
+    test_seed: int = 0
+    labels: list[str] | None = None  # keep only clips of these labels (default: all)
+    confuser_every: int | None = None  # pyramid: keep every n-th training frame of the bird / airplane /
+    # helicopter clips (default: data.every), so the confusers do not outnumber the drones
+
+    def validate(self, prefix: str) -> None:
+        require(0.0 <= self.test_fraction < 1.0, prefix + "test_fraction", "must be in [0, 1)")
+        require(self.confuser_every is None or self.confuser_every >= 1, prefix + "confuser_every", "must be >= 1")
+        require(self.labels is None or all(lb in SVANSTROM_CLASSES for lb in self.labels), prefix + "labels",
+                f"give labels among {', '.join(SVANSTROM_CLASSES)}")
 
 
 @dataclass
 class DataConfig:
     cache: str = "runs/cache"  # generated synthetic flights and converted clips live here
     synthetic: SynthData | None = field(default_factory=SynthData)
+    # domain-randomized synthetic flights (sensor sizes, 3-200 px drones, clutter, airplanes, helicopters:
+    # pipeline.synth's randomize profile), in addition to `synthetic`
+    synthetic_random: SynthData | None = None
     svanstrom: SvanstromData | None = field(default_factory=SvanstromData)
     every: int = 5  # keep every n-th frame of the training clips
     val_every: int = 15  # and of the validation clips
@@ -77,7 +104,9 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     out: str
-    model: Literal["dpfcn", "wildcat", "fusion"] = "dpfcn"
+    model: Literal["pyramid", "dpfcn", "wildcat", "fusion"] = "dpfcn"
+    pyramid: PyramidConfig = field(default_factory=PyramidConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)  # pyramid only: scale jitter and sensor appearance
     dpfcn: DPFCNConfig = field(default_factory=DPFCNConfig)
     wildcat: WildcatModelConfig = field(default_factory=WildcatModelConfig)
     fusion: FusionDetectorConfig = field(default_factory=FusionDetectorConfig)
@@ -87,8 +116,9 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     device: str = "auto"
-    threads: int = 0  # torch CPU threads (0: torch's default)
+    threads: int = 0  # torch CPU threads per process (0: torch's default; under torchrun the cores / processes)
     export: str | None = None  # write the best checkpoint here in float16 when training ends
+    ddp: DDPConfig = field(default_factory=DDPConfig)  # several processes (torchrun): pipeline/training/distributed.py
 
     def model_config(self) -> Any:
         return getattr(self, self.model)
@@ -101,8 +131,8 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    data = apply_overrides(load_yaml(path) or {}, overrides or [])
     try:
+        data = apply_overrides(load_yaml(path) or {}, overrides or [])
         return from_dict(TrainConfig, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
@@ -112,21 +142,33 @@ def prepare_flights(cfg: DataConfig, classes: list[str]) -> list[Path]:
     """Make (once) the synthetic flights and converted clips the config names; their folders."""
     cache = Path(cfg.cache)
     flights: list[Path] = []
-    if cfg.synthetic is not None:
+    for s, randomize in ((cfg.synthetic, False), (cfg.synthetic_random, True)):
+        if s is None:
+            continue
         from pipeline.synth import generate_flight
 
-        s = cfg.synthetic
         for seed in s.seeds:
-            folder = cache / "synth" / f"seed{seed}_{s.seconds:g}s_{s.drones}d_{s.birds}b"
+            folder = cache / "synth" / f"seed{seed}_{s.seconds:g}s_{s.drones}d_{s.birds}b{'_random' if randomize else ''}"
             if not (folder / "flight.yaml").is_file():
-                generate_flight(folder, seed=seed, seconds=s.seconds, drones=s.drones, birds=s.birds)
+                extra = {"randomize": True} if randomize else {}
+                generate_flight(folder, seed=seed, seconds=s.seconds, drones=s.drones, birds=s.birds, **extra)
             flights.append(folder)
     if cfg.svanstrom is not None:
         if list(classes) != list(SVANSTROM_CLASSES[:len(classes)]):
             raise ConfigError(f"classes: Svanstrom labels need the classes {list(SVANSTROM_CLASSES)} in order")
         root = resolve_path(cfg.svanstrom.root)
-        flights += select_clips(import_svanstrom(root, cache / "svanstrom"), cfg.svanstrom)
+        flights += select_clips(svanstrom_split(import_svanstrom(root, cache / "svanstrom"), cfg.svanstrom)[0],
+                                cfg.svanstrom)
     return flights
+
+
+def svanstrom_split(clips: list[Path], cfg: SvanstromData) -> tuple[list[Path], list[Path]]:
+    """(clips to train and validate on, held-out test clips) of every converted clip (before any selection by
+    sensor, label or max_clips, so every training config holds out the same test clips): whole clips,
+    stratified by sensor and label."""
+    if cfg.test_fraction <= 0:
+        return list(clips), []
+    return split_by_clip(clips, cfg.test_fraction, cfg.test_seed)
 
 
 def select_clips(flights: list[Path], cfg: SvanstromData) -> list[Path]:
@@ -134,7 +176,7 @@ def select_clips(flights: list[Path], cfg: SvanstromData) -> list[Path]:
     for f in sorted(flights):
         info = clip_info(load_flight(f))
         sensor, label = info["sensor"], info["label"]
-        if sensor not in cfg.sensors:
+        if sensor not in cfg.sensors or (cfg.labels is not None and label not in cfg.labels):
             continue
         count[sensor, label] = count.get((sensor, label), 0) + 1
         if cfg.max_clips is None or count[sensor, label] <= cfg.max_clips:
@@ -142,16 +184,20 @@ def select_clips(flights: list[Path], cfg: SvanstromData) -> list[Path]:
     return kept
 
 
-def infinite_batches(dataset: DetectionDataset | WeakCropDataset, batch_size: int, workers: int, seed: int,
-                     start_epoch: int = 0, collate_fn: Any = None) -> Iterator[Any]:
-    epoch = start_epoch
-    while True:
-        dataset.set_epoch(epoch)
-        g = torch.Generator().manual_seed(seed * 100003 + epoch)
-        yield from torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g,
-                                               num_workers=workers, collate_fn=collate_fn, drop_last=True,
-                                               persistent_workers=False)
-        epoch += 1
+def pyramid_store(flights: list[Path], cfg: DataConfig) -> FrameStore:
+    """The training frames: every `data.every`-th frame, and every `svanstrom.confuser_every`-th one of the
+    Svanstrom bird / airplane / helicopter clips."""
+    step = cfg.svanstrom.confuser_every if cfg.svanstrom is not None else None
+    if step is None:
+        return FrameStore(flights, every=cfg.every, jpeg=cfg.jpeg)
+
+    def confuser(f: Path) -> bool:
+        info = clip_info(load_flight(f))
+        return bool(info) and info["label"] != "drone"
+
+    store = FrameStore([f for f in flights if not confuser(f)], every=cfg.every, jpeg=cfg.jpeg)
+    store.records += FrameStore([f for f in flights if confuser(f)], every=step, jpeg=cfg.jpeg).records
+    return store
 
 
 def detection_loss(device: torch.device):
@@ -285,28 +331,71 @@ def fusion_training(cfg: TrainConfig, train_f: list[Path], val_f: list[Path], de
 
 def train(config: str | Path, overrides: list[str] | None = None, resume: bool = False,
           log_to_stdout: bool = True) -> Path:
-    """Train as configured; returns the best checkpoint's path."""
+    """Train as configured; returns the best checkpoint's path. Under torchrun every process runs this
+    and trains its shard of each batch (pipeline/training/distributed.py); rank 0 writes OUT."""
     cfg = load_train_config(config, overrides)
+    ctx = setup(cfg.ddp, cfg.device)
+    try:
+        return _train(cfg, ctx, resume, log_to_stdout)
+    finally:
+        ctx.close()
+
+
+class LossLog:
+    """OUT/losses.csv: one row per step (step, seconds since this run's first step, lr, the summed loss
+    and each loss; means over the processes), flushed as it goes. On resume the rows after the resumed
+    step (from a run that stopped before its next checkpoint) are dropped."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        kept = []
+        if start and path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            kept = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit() and int(ln.split(",", 1)[0]) <= start]
+        self.file = open(path, "w", encoding="utf-8")
+        self.file.writelines(ln + "\n" for ln in kept)
+        self.header = bool(kept)
+        self.t0: float | None = None
+
+    def __call__(self, step: int, losses: dict[str, float], lr: float) -> None:
+        now = time.perf_counter()
+        self.t0 = now if self.t0 is None else self.t0
+        if not self.header:
+            self.file.write(",".join(["step", "seconds", "lr", "loss", *losses]) + "\n")
+            self.header = True
+        vals = [sum(losses.values()) + 0.0, *(v + 0.0 for v in losses.values())]  # + 0.0: no "-0"
+        self.file.write(f"{step},{now - self.t0:.3f},{lr:.6g}," + ",".join(f"{v:.6g}" for v in vals) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _train(cfg: TrainConfig, ctx: Dist, resume: bool, log_to_stdout: bool) -> Path:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    log_file = open(out / "log.txt", "a", encoding="utf-8")
+    log_file = None
+    if ctx.main:  # rank 0 alone writes OUT
+        out.mkdir(parents=True, exist_ok=True)
+        write_yaml(out / "config.yaml", to_dict(cfg))
+        log_file = open(out / "log.txt", "a", encoding="utf-8")
 
     def log(msg: str) -> None:
+        if log_file is None:
+            return
         log_file.write(msg + "\n")
         log_file.flush()
         if log_to_stdout:
             print(msg, flush=True)
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    try:
-        device = pick_device(cfg.device)
-    except ValueError as e:
-        raise ConfigError(f"device: {e}") from None
+    if cfg.threads or (ctx.distributed and ctx.device.type == "cpu"):
+        torch.set_num_threads(cfg.threads or default_threads(ctx))
+    torch.manual_seed(cfg.seed)  # the same initial weights on every process
+    device = ctx.device
+    if ctx.distributed:
+        log(f"{ctx.world} processes ({torch.distributed.get_backend()}, {device.type}), "
+            f"{cfg.optim.batch_size // ctx.world} samples each per step of {cfg.optim.batch_size}")
     mcfg = cfg.model_config()
-    flights = prepare_flights(cfg.data, mcfg.classes)
+    with ctx.local_main_first():  # one process per machine makes the cache
+        flights = prepare_flights(cfg.data, mcfg.classes)
     train_f, val_f = split_by_clip(flights, cfg.data.val_fraction, cfg.seed)
     log(f"{len(train_f)} training clips, {len(val_f)} validation clips: {', '.join(p.name for p in val_f)}")
     if cfg.model == "fusion":
@@ -321,6 +410,12 @@ def train(config: str | Path, overrides: list[str] | None = None, resume: bool =
         dataset = WeakCropDataset(frames, cfg.data.crop, cfg.data.p_object, cfg.seed, cfg.weak.scale)
         loss_fn, collate_fn = presence_loss(device), None
         validate = lambda m: wildcat_scores(m, val_store, device, cfg.weak.point_tolerance, cfg.weak.best)
+    elif cfg.model == "pyramid":
+        train_store = pyramid_store(train_f, cfg.data)
+        log(f"{len(train_store)} training frames, {len(val_store)} validation frames")
+        dataset = scale_dataset(train_store, cfg.scale, cfg.data.crop, cfg.data.p_object, cfg.seed)
+        loss_fn, collate_fn = detection_loss(device), collate
+        validate = lambda m: drone_ap(m, val_store, device)
     elif cfg.model == "dpfcn":
         train_store = FrameStore(train_f, every=cfg.data.every, jpeg=cfg.data.jpeg)
         log(f"{len(train_store)} training frames, {len(val_store)} validation frames")
@@ -328,12 +423,12 @@ def train(config: str | Path, overrides: list[str] | None = None, resume: bool =
         loss_fn, collate_fn = detection_loss(device), collate
         validate = lambda m: drone_ap(m, val_store, device)
 
-    model = build_model(cfg.model, mcfg).to(device)
+    model = ctx.convert(build_model(cfg.model, mcfg), cfg.ddp).to(device)
     optimizer, scheduler = make_optimizer(model, cfg.optim)
     start, best = 0, -math.inf
-    if resume and (out / "last.pt").is_file():
+    if ctx.broadcast(resume and (out / "last.pt").is_file()):  # rank 0 reads it and sends it to the others
         try:
-            ckpt = load_checkpoint(out / "last.pt")
+            ckpt = ctx.broadcast(load_checkpoint(out / "last.pt") if ctx.main else None)
             load_state(model, ckpt["state_dict"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -346,6 +441,8 @@ def train(config: str | Path, overrides: list[str] | None = None, resume: bool =
     saved_config = to_dict(mcfg)  # the checkpoint's weights replace any initial weight file: drop its path
     if "backbone" in saved_config:
         saved_config["backbone"]["weights"] = None
+    if "weights" in saved_config:
+        saved_config["weights"] = None
 
     def save(step: int, val: dict[str, float], is_best: bool) -> None:
         nonlocal best
@@ -359,20 +456,81 @@ def train(config: str | Path, overrides: list[str] | None = None, resume: bool =
 
     if len(dataset) < cfg.optim.batch_size:
         raise ConfigError(f"optim.batch_size: {cfg.optim.batch_size} is more than the {len(dataset)} training frames")
+    ctx.reseed(cfg.seed)  # each process its own random stream from here on (rank 0: the single-process one)
+    unused = cfg.ddp.find_unused_parameters if cfg.ddp.find_unused_parameters is not None else cfg.model == "fusion"
+    net = ctx.wrap(model, find_unused_parameters=unused)  # DistributedDataParallel under torchrun
     batches = infinite_batches(dataset, cfg.optim.batch_size, cfg.optim.workers, cfg.seed,
                                start_epoch=start * cfg.optim.batch_size // max(len(dataset), 1), collate_fn=collate_fn)
+    losses_csv = LossLog(out / "losses.csv", start) if ctx.main else None
     try:
-        train_loop(model, batches, cfg.optim, device, loss_fn, optimizer, scheduler, start,
-                   validate=validate, save=save, log=log, best=best)
+        train_loop(net, batches, cfg.optim, device, loss_fn, optimizer, scheduler, start,
+                   validate=validate, save=save, log=log, best=best, record=losses_csv)
     except TrainingDiverged as e:
         raise DronetrackError(f"{e} (lower optim.lr; {out / 'last.pt'} holds the last good state)") from None
+    except RuntimeError as e:
+        if "find_unused_parameters" not in str(e):
+            raise
+        raise DronetrackError("a parameter got no gradient in a step under DistributedDataParallel: "
+                              "set ddp.find_unused_parameters=true") from None
+    finally:
+        if losses_csv is not None:
+            losses_csv.close()
     best_path = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
-    if cfg.export:
+    if cfg.export and ctx.main:
         ckpt = load_checkpoint(best_path)
         load_state(model, ckpt["state_dict"])
         export = Path(cfg.export)
         save_checkpoint(export, kind=cfg.model, config=saved_config, classes=classes, model=model.cpu(),
                         step=ckpt["step"], val=ckpt["val"], half=True)
         log(f"exported {export} ({export.stat().st_size / 1e6:.1f} MB)")
-    log_file.close()
+    if log_file is not None:
+        log_file.close()
+    ctx.barrier()  # the others end when rank 0 has written everything
     return best_path
+
+
+def train_processes(config: str | Path, overrides: list[str], resume: bool, nproc: int) -> None:
+    """`dronetrack train CONFIG --nproc N`: N processes on this machine through torchrun's launcher
+    (one per GPU, or CPU processes), each running `main` below; a failure is one line (DronetrackError)."""
+    from pipeline.training.distributed import launch
+
+    cfg = load_train_config(config, overrides)  # a bad config is one line here, not one per process
+    if cfg.device not in ("auto", "cuda", "cpu"):
+        raise ConfigError(f"device: {cfg.device!r}: with --nproc each process takes cuda:LOCAL_RANK; give auto, cuda or cpu")
+    if cfg.optim.batch_size % nproc:
+        raise ConfigError(f"optim.batch_size: {cfg.optim.batch_size} (the global batch) is not divisible by --nproc {nproc}")
+    gpus = torch.cuda.device_count() if cfg.device != "cpu" and torch.cuda.is_available() else 0
+    if gpus and nproc > gpus:
+        raise ConfigError(f"--nproc {nproc}: this machine has {gpus} CUDA devices (one process per GPU; device=cpu for CPU processes)")
+    launch(nproc, [str(config), *(["--resume"] if resume else []), *overrides])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.training.train CONFIG [--resume] [--device D] [KEY=VALUE ...]`, what
+    `torchrun --nproc_per_node N -m pipeline.training.train CONFIG` starts on every process (without
+    torchrun: one process, as `dronetrack train`). Bad input: one line on stderr naming the rank, exit 2."""
+    import argparse
+
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    p = argparse.ArgumentParser(prog="python -m pipeline.training.train",
+                                description="Train a detector; under torchrun, one process of several.")
+    p.add_argument("config", metavar="CONFIG", help="training config YAML, e.g. configs/train_fusion.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default=None,
+                   help="default: the config's (under torchrun each process takes cuda:LOCAL_RANK)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.steps=100")
+    a, extra = p.parse_known_args(argv)
+    if any("=" not in x or x.startswith("-") for x in extra):  # KEY=VALUE after an option comes back unparsed
+        p.error("unrecognized arguments: " + " ".join(extra))
+    overrides = list(a.overrides) + extra + ([f"device={a.device}"] if a.device else [])
+
+    def run() -> None:
+        best = train(a.config, overrides, resume=a.resume)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"best checkpoint: {best}", flush=True)
+
+    return run_worker(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
